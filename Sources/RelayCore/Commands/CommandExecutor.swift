@@ -1,0 +1,490 @@
+import NIOCore
+
+/// What the connection must do after a command's reply has been queued.
+public enum CommandOutcome: Equatable, Sendable {
+    case proceed
+    /// QUIT: flush the reply, then close.
+    case closeAfterReply
+    /// `POST` / `Host:` (an HTTP request on the socket): close at once, no reply, as Redis does.
+    case closeImmediately(reason: String)
+}
+
+/// Runs one request against the hub and a client's session, writing the reply exactly as
+/// Redis 7.0 would. No I/O: replies go to `out`, deliveries to other clients through the hub.
+public final class CommandExecutor<Client: RelayClient> {
+    public let hub: PubSubHub<Client>
+    /// The Redis version the relay reports in HELLO and INFO: the release whose pub/sub
+    /// behaviour it reproduces and is tested against.
+    public static var compatibleRedisVersion: String { "7.0.15" }
+
+    /// INFO's text for the requested (lower-cased) sections; provided by the server edge.
+    public var infoText: ([String]) -> String = { _ in "" }
+    /// CLIENT INFO's line for a client (without the trailing newline).
+    public var clientInfoLine: (Client) -> String = { _ in "" }
+
+    public init(hub: PubSubHub<Client>) {
+        self.hub = hub
+    }
+
+    private var registry: SubscriptionRegistry<Client> { hub.registry }
+    private var stats: RelayStats { hub.stats }
+
+    public func execute(_ args: [ByteBuffer], client: Client, out: inout ByteBuffer) -> CommandOutcome {
+        precondition(!args.isEmpty, "empty requests are skipped by the caller")
+        stats.commandsProcessed += 1
+        let name = args[0].readableBytesView
+
+        if ASCII.equalsIgnoringCase(name, "host:") || ASCII.equalsIgnoringCase(name, "post") {
+            stats.securityDisconnects += 1
+            return .closeImmediately(reason: "Possible SECURITY ATTACK detected. It looks like somebody is sending POST or Host: commands to the relay.")
+        }
+
+        guard let base = CommandTable.find(name, in: CommandTable.commands) else {
+            stats.unknownCommands += 1
+            writeError(&out, CommandTexts.unknownCommandText(args))
+            return .proceed
+        }
+        var spec = base
+        if !base.subcommands.isEmpty && args.count >= 2 {
+            guard let sub = CommandTable.find(args[1].readableBytesView, in: base.subcommands) else {
+                stats.unknownCommands += 1
+                writeError(&out, CommandTexts.unknownSubcommandText(args))
+                return .proceed
+            }
+            spec = sub
+        }
+        guard spec.acceptsArgumentCount(args.count) else {
+            stats.rejectedCommands += 1
+            writeError(&out, Array("ERR wrong number of arguments for '\(spec.fullName)' command".utf8))
+            return .proceed
+        }
+        var session = client.session
+        session.lastCommand = spec.fullName
+        if session.inPubSubContext && session.resp == .resp2 && !spec.allowedWhenSubscribed {
+            client.session = session
+            stats.rejectedCommands += 1
+            writeError(&out, Array("ERR Can't execute '\(spec.fullName)': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context".utf8))
+            return .proceed
+        }
+        client.session = session
+        return run(spec, args, client, &out)
+    }
+
+    // MARK: Dispatch
+
+    private func run(_ spec: CommandSpec, _ args: [ByteBuffer], _ client: Client, _ out: inout ByteBuffer) -> CommandOutcome {
+        let v = client.session.resp
+        switch spec.handler {
+        case .publish:
+            let n = hub.publish(channel: args[1], payload: args[2])
+            out.writeRESPInteger(n)
+        case .subscribe:
+            for channel in args.dropFirst() {
+                _ = registry.subscribe(client, channel: channel)
+                PubSubFrames.confirmation("subscribe", name: channel, count: registry.subscriptionCount(of: client), v, into: &out)
+            }
+            client.session.inPubSubContext = true
+        case .psubscribe:
+            for pattern in args.dropFirst() {
+                _ = registry.psubscribe(client, pattern: pattern)
+                PubSubFrames.confirmation("psubscribe", name: pattern, count: registry.subscriptionCount(of: client), v, into: &out)
+            }
+            client.session.inPubSubContext = true
+        case .unsubscribe:
+            if args.count == 1 {
+                let removed = registry.unsubscribeAllChannels(client)
+                var count = registry.subscriptionCount(of: client) + removed.count
+                for (channel, _) in removed {
+                    count -= 1
+                    PubSubFrames.confirmation("unsubscribe", name: channel, count: count, v, into: &out)
+                }
+                if removed.isEmpty {
+                    PubSubFrames.confirmation("unsubscribe", name: nil, count: count, v, into: &out)
+                }
+            } else {
+                for channel in args.dropFirst() {
+                    _ = registry.unsubscribe(client, channel: channel)
+                    PubSubFrames.confirmation("unsubscribe", name: channel, count: registry.subscriptionCount(of: client), v, into: &out)
+                }
+            }
+            leavePubSubContextIfIdle(client)
+        case .punsubscribe:
+            if args.count == 1 {
+                let removed = registry.punsubscribeAllPatterns(client)
+                var count = registry.subscriptionCount(of: client) + removed.count
+                for (pattern, _) in removed {
+                    count -= 1
+                    PubSubFrames.confirmation("punsubscribe", name: pattern, count: count, v, into: &out)
+                }
+                if removed.isEmpty {
+                    PubSubFrames.confirmation("punsubscribe", name: nil, count: count, v, into: &out)
+                }
+            } else {
+                for pattern in args.dropFirst() {
+                    _ = registry.punsubscribe(client, pattern: pattern)
+                    PubSubFrames.confirmation("punsubscribe", name: pattern, count: registry.subscriptionCount(of: client), v, into: &out)
+                }
+            }
+            leavePubSubContextIfIdle(client)
+        case .ping:
+            ping(args, client, &out)
+        case .echo:
+            out.writeRESPBulk(args[1])
+        case .quit:
+            out.writeRESPSimpleString("OK")
+            return .closeAfterReply
+        case .reset:
+            _ = registry.unsubscribeAllChannels(client)
+            _ = registry.punsubscribeAllPatterns(client)
+            client.session.resp = .resp2
+            client.session.db = 0
+            client.session.name = nil
+            client.session.inPubSubContext = false
+            out.writeRESPSimpleString("RESET")
+        case .hello:
+            hello(args, client, &out)
+        case .select:
+            select(args, &out)
+                .map { client.session.db = $0 }
+        case .auth:
+            auth(args, &out)
+        case .info:
+            let sections = args.dropFirst().map { String(decoding: $0.readableBytesView.map(ASCII.lower), as: UTF8.self) }
+            out.writeRESPVerbatimText(infoText(sections), v)
+        case .container:
+            preconditionFailure("container \(spec.fullName) reached dispatch with \(args.count) arguments")
+        case .command:
+            out.writeRESPArrayHeader(CommandDocs.allInfo.count)
+            for (_, value) in CommandDocs.allInfo { out.writeRESPValue(value, v) }
+        case .commandCount:
+            out.writeRESPInteger(CommandDocs.allInfo.count)
+        case .commandInfo:
+            commandInfo(args, v, &out)
+        case .commandDocs:
+            commandDocs(args, v, &out)
+        case .commandList:
+            commandList(args, &out)
+        case .commandHelp:
+            writeHelp(args, CommandTexts.commandHelp, &out)
+        case .clientId:
+            out.writeRESPInteger(client.session.id)
+        case .clientGetname:
+            if let name = client.session.name {
+                out.writeRESPBulk(bytes: name)
+            } else {
+                out.writeRESPNull(v)
+            }
+        case .clientSetname:
+            if let name = CommandTexts.validatedName(args[2]) {
+                client.session.name = name.isEmpty ? nil : name
+                out.writeRESPSimpleString("OK")
+            } else {
+                writeError(&out, Array("ERR Client names cannot contain spaces, newlines or special characters.".utf8))
+            }
+        case .clientSetinfo:
+            clientSetinfo(args, client, &out)
+        case .clientInfo:
+            out.writeRESPVerbatimText(clientInfoLine(client) + "\n", v)
+        case .clientHelp:
+            writeHelp(args, CommandTexts.clientHelp, &out)
+        case .pubsubChannels, .pubsubShardChannels:
+            guard args.count <= 3 else {
+                writeError(&out, CommandTexts.subcommandSyntaxText(args))
+                return .proceed
+            }
+            let pattern = args.count == 3 ? Array(args[2].readableBytesView) : nil
+            var names: [ByteBuffer] = []
+            if spec.handler == .pubsubChannels {
+                for channel in registry.activeChannels {
+                    if let pattern, !GlobMatcher.matches(pattern: pattern, string: channel.readableBytesView) { continue }
+                    names.append(channel)
+                }
+            }
+            out.writeRESPArrayHeader(names.count)
+            for name in names { out.writeRESPBulk(name) }
+        case .pubsubNumsub, .pubsubShardNumsub:
+            out.writeRESPArrayHeader((args.count - 2) * 2)
+            for channel in args.dropFirst(2) {
+                out.writeRESPBulk(channel)
+                out.writeRESPInteger(spec.handler == .pubsubNumsub ? registry.numberOfSubscribers(channel: channel) : 0)
+            }
+        case .pubsubNumpat:
+            out.writeRESPInteger(registry.patternCount)
+        case .pubsubHelp:
+            writeHelp(args, CommandTexts.pubsubHelp, &out)
+        }
+        return .proceed
+    }
+
+    private func leavePubSubContextIfIdle(_ client: Client) {
+        if registry.subscriptionCount(of: client) == 0 {
+            client.session.inPubSubContext = false
+        }
+    }
+
+    // MARK: Commands
+
+    private func ping(_ args: [ByteBuffer], _ client: Client, _ out: inout ByteBuffer) {
+        guard args.count <= 2 else {
+            writeError(&out, Array("ERR wrong number of arguments for 'ping' command".utf8))
+            return
+        }
+        if client.session.inPubSubContext && client.session.resp == .resp2 {
+            out.writeRESPArrayHeader(2)
+            out.writeRESPBulk("pong")
+            if args.count == 2 { out.writeRESPBulk(args[1]) } else { out.writeRESPBulk("") }
+        } else if args.count == 2 {
+            out.writeRESPBulk(args[1])
+        } else {
+            out.writeRESPSimpleString("PONG")
+        }
+    }
+
+    private func hello(_ args: [ByteBuffer], _ client: Client, _ out: inout ByteBuffer) {
+        var version: Int64 = 0
+        var next = 1
+        if args.count >= 2 {
+            guard let parsed = RedisInteger.parse(args[1]) else {
+                writeError(&out, Array("ERR Protocol version is not an integer or out of range".utf8))
+                return
+            }
+            guard parsed == 2 || parsed == 3 else {
+                writeError(&out, Array("NOPROTO unsupported protocol version".utf8))
+                return
+            }
+            version = parsed
+            next = 2
+        }
+        var j = next
+        while j < args.count {
+            let moreArgs = args.count - 1 - j
+            let option = args[j].readableBytesView
+            if ASCII.equalsIgnoringCase(option, "AUTH") && moreArgs >= 2 {
+                guard Self.authenticates(user: args[j + 1]) else {
+                    writeError(&out, Array("WRONGPASS invalid username-password pair or user is disabled.".utf8))
+                    return
+                }
+                j += 3
+            } else if ASCII.equalsIgnoringCase(option, "SETNAME") && moreArgs >= 1 {
+                guard let name = CommandTexts.validatedName(args[j + 1]) else {
+                    writeError(&out, Array("ERR Client names cannot contain spaces, newlines or special characters.".utf8))
+                    return
+                }
+                client.session.name = name.isEmpty ? nil : name
+                j += 2
+            } else {
+                writeError(&out, Array("ERR Syntax error in HELLO option '".utf8) + ASCII.cString(option) + Array("'".utf8))
+                return
+            }
+        }
+        if version != 0 { client.session.resp = version == 3 ? .resp3 : .resp2 }
+        let v = client.session.resp
+        out.writeRESPMapHeader(7, v)
+        out.writeRESPBulk("server"); out.writeRESPBulk("redis")
+        out.writeRESPBulk("version"); out.writeRESPBulk(Self.compatibleRedisVersion)
+        out.writeRESPBulk("proto"); out.writeRESPInteger(v.rawValue)
+        out.writeRESPBulk("id"); out.writeRESPInteger(client.session.id)
+        out.writeRESPBulk("mode"); out.writeRESPBulk("standalone")
+        out.writeRESPBulk("role"); out.writeRESPBulk("master")
+        out.writeRESPBulk("modules"); out.writeRESPArrayHeader(0)
+    }
+
+    /// The relay has no ACL: like a Redis whose `default` user is `nopass`, it accepts any
+    /// password for `default` and knows no other user.
+    private static func authenticates(user: ByteBuffer) -> Bool {
+        user.readableBytesView.elementsEqual("default".utf8)
+    }
+
+    private func auth(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        if args.count > 3 {
+            writeError(&out, Array("ERR syntax error".utf8))
+        } else if args.count == 2 {
+            writeError(&out, Array("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".utf8))
+        } else if Self.authenticates(user: args[1]) {
+            out.writeRESPSimpleString("OK")
+        } else {
+            writeError(&out, Array("WRONGPASS invalid username-password pair or user is disabled.".utf8))
+        }
+    }
+
+    /// Returns the new database on success.
+    private func select(_ args: [ByteBuffer], _ out: inout ByteBuffer) -> Int? {
+        guard let id = RedisInteger.parse(args[1]), id >= Int64(Int32.min), id <= Int64(Int32.max) else {
+            writeError(&out, Array("ERR value is not an integer or out of range".utf8))
+            return nil
+        }
+        guard id >= 0 && id < 16 else {
+            writeError(&out, Array("ERR DB index is out of range".utf8))
+            return nil
+        }
+        out.writeRESPSimpleString("OK")
+        return Int(id)
+    }
+
+    private func clientSetinfo(_ args: [ByteBuffer], _ client: Client, _ out: inout ByteBuffer) {
+        let attribute = args[2].readableBytesView
+        let isName = ASCII.equalsIgnoringCase(attribute, "lib-name")
+        guard isName || ASCII.equalsIgnoringCase(attribute, "lib-ver") else {
+            writeError(&out, Array("ERR Unrecognized option '".utf8) + ASCII.cString(attribute) + Array("'".utf8))
+            return
+        }
+        guard let value = CommandTexts.validatedName(args[3]) else {
+            writeError(&out, Array("ERR ".utf8) + ASCII.cString(attribute) + Array(" cannot contain spaces, newlines or special characters.".utf8))
+            return
+        }
+        if isName { client.session.libName = value.isEmpty ? nil : value } else { client.session.libVersion = value.isEmpty ? nil : value }
+        out.writeRESPSimpleString("OK")
+    }
+
+    private func commandInfo(_ args: [ByteBuffer], _ v: RESPVersion, _ out: inout ByteBuffer) {
+        if args.count == 2 {
+            out.writeRESPArrayHeader(CommandDocs.allInfo.count)
+            for (_, value) in CommandDocs.allInfo { out.writeRESPValue(value, v) }
+            return
+        }
+        out.writeRESPArrayHeader(args.count - 2)
+        for name in args.dropFirst(2) {
+            if let value = CommandDocs.info(named: Self.lowercased(name)) {
+                out.writeRESPValue(value, v)
+            } else {
+                out.writeRESPNull(v == .resp3 ? .resp3 : .resp2)
+            }
+        }
+    }
+
+    private func commandDocs(_ args: [ByteBuffer], _ v: RESPVersion, _ out: inout ByteBuffer) {
+        var entries: [(String, RESPValue)] = []
+        if args.count == 2 {
+            entries = CommandDocs.docs
+        } else {
+            for name in args.dropFirst(2) {
+                let key = Self.lowercased(name)
+                if let value = CommandDocs.docs(named: key) { entries.append((key, value)) }
+            }
+        }
+        out.writeRESPMapHeader(entries.count, v)
+        for (name, value) in entries {
+            out.writeRESPBulk(name)
+            out.writeRESPValue(value, v)
+        }
+    }
+
+    private func commandList(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        guard args.count == 2 else {
+            writeError(&out, Array("ERR syntax error".utf8))
+            return
+        }
+        var names: [String] = []
+        for spec in CommandTable.commands {
+            names.append(spec.fullName)
+            names.append(contentsOf: spec.subcommands.map(\.fullName))
+        }
+        out.writeRESPArrayHeader(names.count)
+        for name in names { out.writeRESPBulk(name) }
+    }
+
+    // MARK: Replies and texts
+
+    private func writeError(_ out: inout ByteBuffer, _ text: [UInt8]) {
+        out.writeInteger(UInt8(ascii: "-"))
+        out.writeBytes(text)
+        out.writeCRLF()
+    }
+
+    private func writeHelp(_ args: [ByteBuffer], _ lines: [String], _ out: inout ByteBuffer) {
+        let command = String(decoding: ASCII.cString(args[0].readableBytesView).map(ASCII.upper), as: UTF8.self)
+        out.writeRESPArrayHeader(lines.count + 3)
+        out.writeRESPSimpleString("\(command) <subcommand> [<arg> [value] [opt] ...]. Subcommands are:")
+        for line in lines { out.writeRESPSimpleString(line) }
+        out.writeRESPSimpleString("HELP")
+        out.writeRESPSimpleString("    Prints this help.")
+    }
+
+    private static func lowercased(_ b: ByteBuffer) -> String {
+        String(decoding: b.readableBytesView.map(ASCII.lower), as: UTF8.self)
+    }
+
+}
+
+/// Reply texts built exactly as Redis builds them (argument truncation at NUL and 128 bytes,
+/// CR/LF turned into spaces), and the HELP listings.
+enum CommandTexts {
+    /// Redis's `clientSetName` charset rule: printable ASCII without spaces, or empty.
+    static func validatedName(_ b: ByteBuffer) -> [UInt8]? {
+        let bytes = Array(b.readableBytesView)
+        return bytes.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) ? bytes : nil
+    }
+
+    /// `unknown command '…', with args beginning with: '…' …` as `commandCheckExistence` builds it.
+    static func unknownCommandText(_ args: [ByteBuffer]) -> [UInt8] {
+        var listed: [UInt8] = []
+        var i = 1
+        while i < args.count && listed.count < 128 {
+            listed += Array("'".utf8) + ASCII.cString(args[i].readableBytesView, limit: 128 - listed.count) + Array("' ".utf8)
+            i += 1
+        }
+        let text = Array("ERR unknown command '".utf8) + ASCII.cString(args[0].readableBytesView, limit: 128)
+            + Array("', with args beginning with: ".utf8) + listed
+        return text.map { ($0 == 0x0D || $0 == 0x0A) ? 0x20 : $0 }
+    }
+
+    static func unknownSubcommandText(_ args: [ByteBuffer]) -> [UInt8] {
+        let command = ASCII.cString(args[0].readableBytesView).map(ASCII.upper)
+        let text = Array("ERR unknown subcommand '".utf8) + ASCII.cString(args[1].readableBytesView, limit: 128)
+            + Array("'. Try ".utf8) + command + Array(" HELP.".utf8)
+        return text.map { ($0 == 0x0D || $0 == 0x0A) ? 0x20 : $0 }
+    }
+
+    static func subcommandSyntaxText(_ args: [ByteBuffer]) -> [UInt8] {
+        let command = ASCII.cString(args[0].readableBytesView).map(ASCII.upper)
+        let text = Array("ERR unknown subcommand or wrong number of arguments for '".utf8)
+            + ASCII.cString(args[1].readableBytesView, limit: 128) + Array("'. Try ".utf8) + command + Array(" HELP.".utf8)
+        return text.map { ($0 == 0x0D || $0 == 0x0A) ? 0x20 : $0 }
+    }
+
+    static let pubsubHelp = [
+        "CHANNELS [<pattern>]",
+        "    Return the currently active channels matching a <pattern> (default: '*').",
+        "NUMPAT",
+        "    Return number of subscriptions to patterns.",
+        "NUMSUB [<channel> ...]",
+        "    Return the number of subscribers for the specified channels, excluding",
+        "    pattern subscriptions(default: no channels).",
+        "SHARDCHANNELS [<pattern>]",
+        "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+        "SHARDNUMSUB [<shardchannel> ...]",
+        "    Return the number of subscribers for the specified shard level channel(s)",
+    ]
+
+    static let clientHelp = [
+        "GETNAME",
+        "    Return the name of the current connection.",
+        "ID",
+        "    Return the ID of the current connection.",
+        "INFO",
+        "    Return information about the current client connection.",
+        "SETINFO <option> <value>",
+        "    Set client meta attr. Options are:",
+        "    * LIB-NAME: the client lib name.",
+        "    * LIB-VER: the client lib version.",
+        "SETNAME <name>",
+        "    Assign the name <name> to the current connection.",
+    ]
+
+    static let commandHelp = [
+        "(no subcommand)",
+        "    Return details about all Redis commands.",
+        "COUNT",
+        "    Return the total number of commands in this Redis server.",
+        "LIST",
+        "    Return a list of all commands in this Redis server.",
+        "INFO [<command-name> ...]",
+        "    Return details about multiple Redis commands.",
+        "    If no command names are given, documentation details for all",
+        "    commands are returned.",
+        "DOCS [<command-name> ...]",
+        "    Return documentation details about multiple Redis commands.",
+        "    If no command names are given, documentation details for all",
+        "    commands are returned.",
+    ]
+}

@@ -1,0 +1,211 @@
+/// The relay's configuration, read from environment variables (DESIGN §5). Parsing is pure:
+/// the caller passes the variables and whether the process runs as root.
+public struct RelayConfig: Sendable, Equatable {
+    public enum LogFormat: String, Sendable { case text, json }
+
+    /// Redis's `client-output-buffer-limit pubsub` triple; 0 disables a limit.
+    public struct OutputBufferLimit: Sendable, Equatable {
+        public var hardBytes: Int
+        public var softBytes: Int
+        public var softSeconds: Int
+    }
+
+    public var socketPath: String
+    public var socketMode: UInt32 = 0o660
+    public var socketGroup: String?
+    public var redisURL: String?
+    public var databaseURL: String?
+    public var pgChannels: [String] = []
+    public var pgPrefix = ""
+    public var namespace = "pubsub-relay"
+    public var maxMessageBytes = 1 << 20
+    public var maxArguments = 1 << 20
+    public var queryBufferLimit = 64 << 20
+    public var clientBufferLimit = OutputBufferLimit(hardBytes: 32 << 20, softBytes: 8 << 20, softSeconds: 60)
+    /// `host:port` or a Unix socket path; nil when disabled.
+    public var metricsAddress: String? = "127.0.0.1:9464"
+    public var logLevel = "info"
+    public var logFormat = LogFormat.text
+
+    public static func defaultSocketPath(isRoot: Bool) -> String {
+        isRoot ? "/run/pubsub-relay/relay.sock" : "./relay.sock"
+    }
+
+    /// Every variable the relay reads, with its default as documented in `systemd/pubsub-relay.env`.
+    public static let variables: [(name: String, defaultValue: String)] = [
+        ("RELAY_SOCKET", "/run/pubsub-relay/relay.sock (./relay.sock when not root)"),
+        ("RELAY_SOCKET_MODE", "0660"),
+        ("RELAY_SOCKET_GROUP", ""),
+        ("REDIS_URL", ""),
+        ("DATABASE_URL", ""),
+        ("RELAY_PG_CHANNELS", ""),
+        ("RELAY_PG_PREFIX", ""),
+        ("RELAY_NAMESPACE", "pubsub-relay"),
+        ("RELAY_MAX_MESSAGE_BYTES", "1mb"),
+        ("RELAY_MAX_ARGUMENTS", "1048576"),
+        ("RELAY_QUERY_BUFFER_LIMIT", "64mb"),
+        ("RELAY_CLIENT_BUFFER_LIMIT", "32mb 8mb 60"),
+        ("RELAY_METRICS_ADDR", "127.0.0.1:9464"),
+        ("RELAY_LOG_LEVEL", "info"),
+        ("RELAY_LOG_FORMAT", "text"),
+    ]
+
+    static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    public init(socketPath: String) {
+        self.socketPath = socketPath
+    }
+
+    /// Builds the configuration from `environment`; throws the first invalid variable.
+    /// Unknown `RELAY_*` variables are rejected: a typo must not silently fall back to a default.
+    public static func parse(environment env: [String: String], isRoot: Bool) throws(ConfigError) -> RelayConfig {
+        let known = Set(variables.map(\.name))
+        for name in env.keys.sorted() where name.hasPrefix("RELAY_") && !known.contains(name) {
+            let hint = closest(to: name, in: known).map { " (did you mean \($0)?)" } ?? ""
+            throw ConfigError(name, "unknown variable\(hint); the relay reads: \(variables.map(\.name).joined(separator: ", "))")
+        }
+        func value(_ name: String) -> String? {
+            guard let v = env[name]?.trimmingCharacters(), !v.isEmpty else { return nil }
+            return v
+        }
+
+        var c = RelayConfig(socketPath: defaultSocketPath(isRoot: isRoot))
+        if let path = value("RELAY_SOCKET") {
+            c.socketPath = try validateSocketPath(path)
+        }
+        if let mode = value("RELAY_SOCKET_MODE") {
+            guard mode.allSatisfy({ ("0"..."7").contains($0) }), let m = UInt32(mode, radix: 8), m <= 0o777 else {
+                throw ConfigError("RELAY_SOCKET_MODE", "'\(mode)' is not an octal file mode; expected e.g. 0660 (owner and group read/write)")
+            }
+            c.socketMode = m
+        }
+        c.socketGroup = value("RELAY_SOCKET_GROUP")
+        if let url = value("REDIS_URL") {
+            guard url.hasPrefix("redis://") || url.hasPrefix("unix://") else {
+                throw ConfigError("REDIS_URL", "'\(url)' is not a Redis URL; expected redis://[user:pass@]host:port/db or unix:///path")
+            }
+            throw ConfigError("REDIS_URL", "the Redis backplane is not available in this build yet (local mode only); unset REDIS_URL to run as a local hub")
+        }
+        if value("DATABASE_URL") != nil {
+            throw ConfigError("DATABASE_URL", "the PostgreSQL bridge is not available in this build yet (local mode only); unset DATABASE_URL to run as a local hub")
+        }
+        if let channels = value("RELAY_PG_CHANNELS") {
+            c.pgChannels = channels.split(separator: ",").map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
+            for ch in c.pgChannels where ch.utf8.count >= 64 {
+                throw ConfigError("RELAY_PG_CHANNELS", "channel '\(ch)' is \(ch.utf8.count) bytes; PostgreSQL channel names must be under 64 bytes")
+            }
+        }
+        c.pgPrefix = env["RELAY_PG_PREFIX"] ?? ""
+        if let ns = value("RELAY_NAMESPACE") { c.namespace = ns }
+        if let v = value("RELAY_MAX_MESSAGE_BYTES") {
+            c.maxMessageBytes = try size(v, "RELAY_MAX_MESSAGE_BYTES", min: 1, max: 512 << 20)
+        }
+        if let v = value("RELAY_MAX_ARGUMENTS") {
+            guard let n = Int(v), n >= 3, n <= Int(Int32.max) else {
+                throw ConfigError("RELAY_MAX_ARGUMENTS", "'\(v)' is not a whole number from 3 to 2147483647")
+            }
+            c.maxArguments = n
+        }
+        if let v = value("RELAY_QUERY_BUFFER_LIMIT") {
+            c.queryBufferLimit = try size(v, "RELAY_QUERY_BUFFER_LIMIT", min: 1 << 20, max: 1 << 40)
+        }
+        if c.queryBufferLimit < c.maxMessageBytes {
+            throw ConfigError("RELAY_QUERY_BUFFER_LIMIT", "\(c.queryBufferLimit) bytes is below RELAY_MAX_MESSAGE_BYTES (\(c.maxMessageBytes)); a largest message could never be read")
+        }
+        if let v = value("RELAY_CLIENT_BUFFER_LIMIT") {
+            let parts = v.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard parts.count == 3 else {
+                throw ConfigError("RELAY_CLIENT_BUFFER_LIMIT", "'\(v)' must be three values 'hard soft seconds', e.g. '32mb 8mb 60' (0 disables a limit)")
+            }
+            let hard = try size(String(parts[0]), "RELAY_CLIENT_BUFFER_LIMIT", min: 0, max: 1 << 40)
+            let soft = try size(String(parts[1]), "RELAY_CLIENT_BUFFER_LIMIT", min: 0, max: 1 << 40)
+            guard let seconds = Int(parts[2]), seconds >= 0 else {
+                throw ConfigError("RELAY_CLIENT_BUFFER_LIMIT", "'\(parts[2])' is not a whole number of seconds")
+            }
+            c.clientBufferLimit = OutputBufferLimit(hardBytes: hard, softBytes: soft, softSeconds: seconds)
+        }
+        if let addr = env["RELAY_METRICS_ADDR"] {
+            let a = addr.trimmingCharacters()
+            if a.isEmpty {
+                c.metricsAddress = nil
+            } else if a.hasPrefix("/") {
+                c.metricsAddress = try validateSocketPath(a, variable: "RELAY_METRICS_ADDR")
+            } else {
+                guard let colon = a.lastIndex(of: ":"), let port = UInt16(a[a.index(after: colon)...]), port > 0,
+                      !a[..<colon].isEmpty else {
+                    throw ConfigError("RELAY_METRICS_ADDR", "'\(a)' is not host:port (e.g. 127.0.0.1:9464), a socket path, or empty to disable")
+                }
+                c.metricsAddress = a
+            }
+        }
+        if let level = value("RELAY_LOG_LEVEL") {
+            guard logLevels.contains(level.lowercased()) else {
+                throw ConfigError("RELAY_LOG_LEVEL", "'\(level)' is not a log level; expected one of \(logLevels.joined(separator: ", "))")
+            }
+            c.logLevel = level.lowercased()
+        }
+        if let format = value("RELAY_LOG_FORMAT") {
+            guard let f = LogFormat(rawValue: format.lowercased()) else {
+                throw ConfigError("RELAY_LOG_FORMAT", "'\(format)' is not a log format; expected text or json")
+            }
+            c.logFormat = f
+        }
+        return c
+    }
+
+    /// A Unix socket path the kernel accepts: not abstract, at most 107 bytes (sun_path less NUL).
+    public static func validateSocketPath(_ path: String, variable: String = "RELAY_SOCKET") throws(ConfigError) -> String {
+        if path.hasPrefix("@") || path.utf8.first == 0 {
+            throw ConfigError(variable, "abstract socket names ('\(path)') are not supported; use a filesystem path so that its mode and group protect it")
+        }
+        if path.utf8.count > 107 {
+            throw ConfigError(variable, "path is \(path.utf8.count) bytes; a Unix socket path must be at most 107 bytes")
+        }
+        if path.hasSuffix("/") {
+            throw ConfigError(variable, "'\(path)' names a directory; give the socket file's path, e.g. /run/pubsub-relay/relay.sock")
+        }
+        return path
+    }
+
+    /// Redis's `memtoull` units: b, k/kb, m/mb, g/gb (k = 1000, kb = 1024), case-insensitive.
+    public static func parseSize(_ text: String) -> Int? {
+        let t = text.lowercased()
+        let units: [(String, Int)] = [("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("g", 1_000_000_000), ("m", 1_000_000), ("k", 1000), ("b", 1)]
+        var multiplier = 1
+        var digits = Substring(t)
+        for (suffix, m) in units where t.hasSuffix(suffix) {
+            multiplier = m
+            digits = t.dropLast(suffix.count)
+            break
+        }
+        guard !digits.isEmpty, digits.allSatisfy(\.isNumber), let n = Int(digits) else { return nil }
+        let (r, overflow) = n.multipliedReportingOverflow(by: multiplier)
+        return overflow ? nil : r
+    }
+
+    private static func size(_ text: String, _ variable: String, min: Int, max: Int) throws(ConfigError) -> Int {
+        guard let n = parseSize(text) else {
+            throw ConfigError(variable, "'\(text)' is not a size; expected a number with an optional unit b, kb, mb, gb (e.g. 1mb)")
+        }
+        guard n >= min, n <= max else {
+            throw ConfigError(variable, "\(text) is out of range; expected \(min) to \(max) bytes")
+        }
+        return n
+    }
+
+    private static func closest(to name: String, in candidates: Set<String>) -> String? {
+        func distance(_ a: [Character], _ b: [Character]) -> Int {
+            var prev = Array(0...b.count)
+            for i in 1...max(a.count, 1) where !a.isEmpty {
+                var cur = [i] + Array(repeating: 0, count: b.count)
+                for j in 1...max(b.count, 1) where !b.isEmpty {
+                    cur[j] = Swift.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+                }
+                prev = cur
+            }
+            return prev[b.count]
+        }
+        let best = candidates.map { ($0, distance(Array(name), Array($0))) }.min { $0.1 < $1.1 }
+        return best.flatMap { $0.1 <= 3 ? $0.0 : nil }
+    }
+}

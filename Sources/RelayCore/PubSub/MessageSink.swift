@@ -1,0 +1,10 @@
+import NIOCore
+
+/// A local client that can receive pub/sub frames. The hub hands it frames that are encoded once
+/// and shared by every receiver of the same kind; the sink decides how to queue and flush them.
+public protocol MessageSink: AnyObject {
+    /// The protocol version the frame must be encoded in.
+    var respVersion: RESPVersion { get }
+    /// Queues one complete frame for this client (no flush: the edge flushes once per batch).
+    func deliver(_ frame: ByteBuffer)
+}

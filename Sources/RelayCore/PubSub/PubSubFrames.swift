@@ -1,0 +1,42 @@
+import NIOCore
+
+/// Encodes the push frames of pub/sub, each exactly as Redis writes it.
+public enum PubSubFrames {
+    /// `message channel payload` (`*3` in RESP2, `>3` in RESP3).
+    public static func message(channel: ByteBuffer, payload: ByteBuffer, _ version: RESPVersion) -> ByteBuffer {
+        var frame = ByteBufferAllocator().buffer(capacity: 32 + channel.readableBytes + payload.readableBytes)
+        frame.writeRESPPushHeader(3, version)
+        frame.writeStaticString("$7\r\nmessage\r\n")
+        frame.writeRESPBulk(channel)
+        frame.writeRESPBulk(payload)
+        return frame
+    }
+
+    /// `pmessage pattern channel payload` (`*4` in RESP2, `>4` in RESP3).
+    public static func pmessage(pattern: ByteBuffer, channel: ByteBuffer, payload: ByteBuffer, _ version: RESPVersion) -> ByteBuffer {
+        var frame = ByteBufferAllocator().buffer(
+            capacity: 48 + pattern.readableBytes + channel.readableBytes + payload.readableBytes)
+        frame.writeRESPPushHeader(4, version)
+        frame.writeStaticString("$8\r\npmessage\r\n")
+        frame.writeRESPBulk(pattern)
+        frame.writeRESPBulk(channel)
+        frame.writeRESPBulk(payload)
+        return frame
+    }
+
+    /// A subscription confirmation: `kind name count`; a nil name is written as null.
+    public static func confirmation(_ kind: StaticString, name: ByteBuffer?, count: Int, _ version: RESPVersion, into out: inout ByteBuffer) {
+        out.writeRESPPushHeader(3, version)
+        out.writeInteger(UInt8(ascii: "$"))
+        out.writeDecimal(kind.utf8CodeUnitCount)
+        out.writeCRLF()
+        out.writeStaticString(kind)
+        out.writeCRLF()
+        if let name {
+            out.writeRESPBulk(name)
+        } else {
+            out.writeRESPNull(version)
+        }
+        out.writeRESPInteger(count)
+    }
+}

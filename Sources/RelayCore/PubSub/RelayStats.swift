@@ -1,0 +1,23 @@
+/// The relay's counters, kept on the event loop that owns the clients; INFO and (later) the
+/// metrics endpoint read them.
+public final class RelayStats {
+    public var connectionsReceived = 0
+    public var connectedClients = 0
+    public var commandsProcessed = 0
+    public var messagesPublished = 0
+    public var deliveries = 0
+    public var unknownCommands = 0
+    public var rejectedCommands = 0
+    /// Protocol errors by reason (`ProtocolError.reason`); each closed the client.
+    public var protocolErrors: [String: Int] = [:]
+    /// Clients cut off because their output buffer passed `RELAY_CLIENT_BUFFER_LIMIT`.
+    public var slowConsumerDisconnects = 0
+    /// Clients cut off because their unparsed input passed `RELAY_QUERY_BUFFER_LIMIT`.
+    public var queryBufferDisconnects = 0
+    /// `POST` / `Host:` lines (an HTTP request sent to the socket).
+    public var securityDisconnects = 0
+
+    public init() {}
+
+    public var totalProtocolErrors: Int { protocolErrors.values.reduce(0, +) }
+}
