@@ -39,6 +39,8 @@ let package = Package(
             name: "Relay",
             dependencies: [
                 "RelayCore",
+                "CHiredis",
+                "CLibpq",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,0 +1,251 @@
+import Logging
+import NIOCore
+import RelayCore
+
+/// One local app connection on the relay socket: parses its requests, runs them, and queues both
+/// its replies and the messages delivered to it. Output is coalesced: small frames are gathered
+/// into one buffer, large frames are passed by reference, and everything is flushed once per
+/// event-loop tick by the `OutputFlusher` — one write syscall per client per batch, not per message.
+final class ClientConnection: ChannelInboundHandler, RelayClient {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Frames at most this big are copied into the client's batch buffer (a memcpy is cheaper than
+    /// a queued write); bigger ones are written as the shared, once-encoded buffer.
+    static let copyThreshold = 4096
+
+    var session: ClientSession
+    var respVersion: RESPVersion { session.resp }
+
+    private let state: RelayState
+    private var context: ChannelHandlerContext!
+    private var parser: RequestParser
+    /// Unparsed bytes of a request that has not fully arrived.
+    private var query: ByteBuffer?
+    /// Reusable scratch buffer for one command's reply.
+    private var reply: ByteBuffer
+    /// Small frames and replies gathered since the last flush.
+    private var pending: ByteBuffer?
+    /// Whether anything was written to the channel since the last flush.
+    private var wroteSinceFlush = false
+    /// Set while the client sits in the flusher's list.
+    var isQueuedForFlush = false
+    /// No more input is read and nothing more is queued (QUIT, protocol error, limits).
+    private(set) var isClosing = false
+    /// When the output buffer first went over the soft limit (Redis's `obuf_soft_limit_reached_time`).
+    private var softLimitSince: NIODeadline?
+    let connectedAt = NIODeadline.now()
+    private(set) var lastInteraction = NIODeadline.now()
+
+    init(id: Int, state: RelayState) {
+        self.session = ClientSession(id: id)
+        self.state = state
+        self.parser = RequestParser(limits: state.parserLimits)
+        self.reply = ByteBufferAllocator().buffer(capacity: 0)
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        state.clientConnected(self)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isClosing = true
+        pending = nil
+        query = nil
+        state.clientDisconnected(self)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !isClosing else { return }
+        lastInteraction = .now()
+        var input = unwrapInboundIn(data)
+        if query != nil {
+            query!.writeBuffer(&input)
+            var buffered = query!
+            query = nil
+            process(&buffered)
+            keepUnparsed(buffered)
+        } else {
+            process(&input)
+            keepUnparsed(input)
+        }
+    }
+
+    /// The client closed its side (e.g. `printf 'PING\r\n' | socat - UNIX:…`): answer what it sent,
+    /// then close, as Redis does.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            if !isClosing { closeAfterFlush() }
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        state.logger.debug("client connection error", metadata: ["client": "\(session.id)", "error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: Requests
+
+    private func process(_ buffer: inout ByteBuffer) {
+        while !isClosing {
+            let request: [ByteBuffer]?
+            do {
+                request = try parser.next(from: &buffer)
+            } catch {
+                protocolError(error)
+                return
+            }
+            guard let args = request else { return }
+            if args.isEmpty { continue }
+            reply.clear()
+            let outcome = state.executor.execute(args, client: self, out: &reply)
+            queue(reply)
+            switch outcome {
+            case .proceed:
+                continue
+            case .closeAfterReply:
+                closeAfterFlush()
+            case .closeImmediately(let reason):
+                state.logger.warning("\(reason)", metadata: ["client": "\(session.id)"])
+                close()
+            }
+        }
+    }
+
+    private func keepUnparsed(_ buffer: ByteBuffer) {
+        guard !isClosing, buffer.readableBytes > 0 else { return }
+        if buffer.readableBytes > state.config.queryBufferLimit {
+            state.stats.queryBufferDisconnects += 1
+            state.logger.warning(
+                "closing client that reached RELAY_QUERY_BUFFER_LIMIT",
+                metadata: ["client": "\(session.id)", "buffered": "\(buffer.readableBytes)", "limit": "\(state.config.queryBufferLimit)"])
+            close()
+            return
+        }
+        query = buffer
+    }
+
+    private func protocolError(_ error: ProtocolError) {
+        state.stats.protocolErrors[error.reason, default: 0] += 1
+        state.logger.warning(
+            "protocol error, closing client",
+            metadata: ["client": "\(session.id)", "reason": "\(error.reason)", "detail": "\(error.logDescription)"])
+        var bytes = ByteBufferAllocator().buffer(capacity: 64)
+        bytes.writeBytes(error.replyBytes)
+        queue(bytes)
+        closeAfterFlush()
+    }
+
+    // MARK: Output
+
+    /// A message frame from the hub.
+    func deliver(_ frame: ByteBuffer) {
+        guard !isClosing else { return }
+        if frame.readableBytes <= Self.copyThreshold {
+            queue(frame)
+        } else {
+            writePending()
+            context.write(wrapOutboundOut(frame), promise: nil)
+            wroteSinceFlush = true
+            state.flusher.schedule(self)
+        }
+    }
+
+    private func queue(_ bytes: ByteBuffer) {
+        guard bytes.readableBytes > 0 else { return }
+        if pending == nil {
+            pending = context.channel.allocator.buffer(capacity: max(512, bytes.readableBytes))
+        }
+        pending!.writeImmutableBuffer(bytes)
+        state.flusher.schedule(self)
+    }
+
+    private func writePending() {
+        if let buffer = pending {
+            pending = nil
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            wroteSinceFlush = true
+        }
+    }
+
+    /// Called once per event-loop tick by the flusher.
+    func flush() {
+        guard !isClosing || wroteSinceFlush || pending != nil else { return }
+        writePending()
+        guard wroteSinceFlush else { return }
+        wroteSinceFlush = false
+        context.flush()
+        if !context.channel.isWritable { enforceOutputLimit() }
+        else { softLimitSince = nil }
+    }
+
+    /// Redis's `checkClientOutputBufferLimits` for pub/sub clients: past the hard limit, or over
+    /// the soft limit for longer than its seconds, the client is disconnected.
+    private func enforceOutputLimit() {
+        let limit = state.config.clientBufferLimit
+        guard let buffered = try? context.channel.syncOptions?.getOption(.bufferedWritableBytes) else { return }
+        var exceeded: String?
+        if limit.hardBytes > 0 && buffered >= limit.hardBytes {
+            exceeded = "hard"
+        } else if limit.softBytes > 0 && buffered >= limit.softBytes {
+            let now = NIODeadline.now()
+            if let since = softLimitSince {
+                if now - since > .seconds(Int64(limit.softSeconds)) { exceeded = "soft" }
+            } else {
+                softLimitSince = now
+            }
+        } else {
+            softLimitSince = nil
+        }
+        guard let which = exceeded else { return }
+        state.stats.slowConsumerDisconnects += 1
+        state.logger.warning(
+            "closing slow subscriber: output buffer over RELAY_CLIENT_BUFFER_LIMIT",
+            metadata: ["client": "\(session.id)", "limit": "\(which)", "buffered": "\(buffered)",
+                       "hard": "\(limit.hardBytes)", "soft": "\(limit.softBytes)", "seconds": "\(limit.softSeconds)"])
+        close()
+    }
+
+    /// Bytes waiting in the channel (CLIENT INFO's omem).
+    var bufferedOutputBytes: Int {
+        (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+    }
+
+    var queryBufferBytes: Int { query?.readableBytes ?? 0 }
+
+    private func close() {
+        isClosing = true
+        pending = nil
+        context.close(promise: nil)
+    }
+
+    /// Shutdown's last resort for a client that does not read.
+    func forceClose() {
+        close()
+    }
+
+    /// Completes when the connection is closed.
+    var closeFuture: EventLoopFuture<Void> { context.channel.closeFuture }
+
+    /// Writes what is queued, then closes once the kernel has taken it.
+    func closeAfterFlush() {
+        isClosing = true
+        writePending()
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: done)
+        wroteSinceFlush = false
+        let channel = context.channel
+        done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+@available(*, unavailable)
+extension ClientConnection: Sendable {}

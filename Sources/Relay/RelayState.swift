@@ -1,0 +1,165 @@
+import Foundation
+import Logging
+import NIOCore
+import RelayCore
+
+/// Everything the client connections share, confined to the one event loop that serves them:
+/// the hub (registry and fan-out), the command executor, the output flusher and the counters.
+/// A single loop is the design, as in Redis: no locks on the hot path, and one core left for
+/// the apps and the kernel.
+final class RelayState {
+    let config: RelayConfig
+    let logger: Logger
+    let stats = RelayStats()
+    let hub: PubSubHub<ClientConnection>
+    let executor: CommandExecutor<ClientConnection>
+    let flusher: OutputFlusher
+    let parserLimits: RequestParser.Limits
+    let startedAt = Date()
+    private(set) var clients: [ObjectIdentifier: ClientConnection] = [:]
+    private var nextClientID = 1
+    /// Set when the server stops accepting; /health and INFO report it.
+    var isServing = false
+    let socketPath: String
+
+    init(config: RelayConfig, socketPath: String, eventLoop: EventLoop, logger: Logger) {
+        self.config = config
+        self.socketPath = socketPath
+        self.logger = logger
+        self.hub = PubSubHub(stats: stats)
+        self.executor = CommandExecutor(hub: hub)
+        self.flusher = OutputFlusher(eventLoop: eventLoop)
+        self.parserLimits = RequestParser.Limits(maxBulkLength: config.maxMessageBytes, maxArguments: config.maxArguments)
+        executor.infoText = { [unowned self] sections in self.infoText(sections: sections) }
+        executor.clientInfoLine = { [unowned self] client in self.clientInfoLine(client) }
+    }
+
+    func makeClient() -> ClientConnection {
+        defer { nextClientID += 1 }
+        return ClientConnection(id: nextClientID, state: self)
+    }
+
+    func clientConnected(_ client: ClientConnection) {
+        clients[ObjectIdentifier(client)] = client
+        stats.connectionsReceived += 1
+        stats.connectedClients = clients.count
+    }
+
+    func clientDisconnected(_ client: ClientConnection) {
+        hub.registry.removeAll(client)
+        clients[ObjectIdentifier(client)] = nil
+        stats.connectedClients = clients.count
+    }
+
+    var allClients: Dictionary<ObjectIdentifier, ClientConnection>.Values { clients.values }
+
+    // MARK: INFO
+
+    func infoText(sections requested: [String]) -> String {
+        let all = ["server", "clients", "upstreams", "stats"]
+        let wanted: [String]
+        if requested.isEmpty || requested.contains(where: { ["all", "everything", "default"].contains($0) }) {
+            wanted = all
+        } else {
+            wanted = all.filter { requested.contains($0) }
+        }
+        var out: [String] = []
+        for section in wanted {
+            if !out.isEmpty { out.append("") }
+            switch section {
+            case "server": out += serverSection()
+            case "clients": out += clientsSection()
+            case "upstreams": out += upstreamsSection()
+            default: out += statsSection()
+            }
+        }
+        return out.isEmpty ? "" : out.joined(separator: "\r\n") + "\r\n"
+    }
+
+    private func serverSection() -> [String] {
+        let uptime = Int(Date().timeIntervalSince(startedAt))
+        var uts = utsname()
+        uname(&uts)
+        func field<T>(_ value: T) -> String {
+            withUnsafeBytes(of: value) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        }
+        return [
+            "# Server",
+            "redis_version:\(CommandExecutor<ClientConnection>.compatibleRedisVersion)",
+            "relay_version:\(RelayVersion.current)",
+            "redis_mode:standalone",
+            "relay_mode:local",
+            "os:\(field(uts.sysname)) \(field(uts.release)) \(field(uts.machine))",
+            "arch_bits:\(MemoryLayout<Int>.size * 8)",
+            "process_id:\(getpid())",
+            "uptime_in_seconds:\(uptime)",
+            "uptime_in_days:\(uptime / 86400)",
+            "unix_socket:\(socketPath)",
+            "hiredis_version:\(LinkedLibraries.hiredisVersion)",
+            "libpq_version:\(LinkedLibraries.libpqVersion)",
+        ]
+    }
+
+    private func clientsSection() -> [String] {
+        let limit = config.clientBufferLimit
+        return [
+            "# Clients",
+            "connected_clients:\(clients.count)",
+            "pubsub_clients:\(hub.registry.subscriberCount)",
+            "client_output_buffer_limit_pubsub:\(limit.hardBytes) \(limit.softBytes) \(limit.softSeconds)",
+            "max_message_bytes:\(config.maxMessageBytes)",
+        ]
+    }
+
+    private func upstreamsSection() -> [String] {
+        [
+            "# Upstreams",
+            "redis_backplane:disabled",
+            "postgres_bridge:disabled",
+        ]
+    }
+
+    private func statsSection() -> [String] {
+        var lines = [
+            "# Stats",
+            "total_connections_received:\(stats.connectionsReceived)",
+            "total_commands_processed:\(stats.commandsProcessed)",
+            "pubsub_channels:\(hub.registry.channelCount)",
+            "pubsub_patterns:\(hub.registry.patternCount)",
+            "messages_published:\(stats.messagesPublished)",
+            "messages_delivered:\(stats.deliveries)",
+            "unknown_commands:\(stats.unknownCommands)",
+            "rejected_commands:\(stats.rejectedCommands)",
+            "protocol_errors:\(stats.totalProtocolErrors)",
+            "slow_consumer_disconnects:\(stats.slowConsumerDisconnects)",
+            "query_buffer_disconnects:\(stats.queryBufferDisconnects)",
+            "security_disconnects:\(stats.securityDisconnects)",
+        ]
+        for (reason, count) in stats.protocolErrors.sorted(by: { $0.key < $1.key }) {
+            lines.append("protocol_errors_\(reason):\(count)")
+        }
+        return lines
+    }
+
+    func clientInfoLine(_ c: ClientConnection) -> String {
+        let s = c.session
+        let now = NIODeadline.now()
+        let age = (now - c.connectedAt).nanoseconds / 1_000_000_000
+        let idle = (now - c.lastInteraction).nanoseconds / 1_000_000_000
+        let name = s.name.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let libName = s.libName.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let libVer = s.libVersion.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let flags = s.inPubSubContext ? "P" : "N"
+        let registry = hub.registry
+        return "id=\(s.id) addr=\(socketPath):0 laddr=\(socketPath):0 fd=-1 name=\(name) age=\(age) idle=\(idle) "
+            + "flags=\(flags) db=\(s.db) sub=\(registry.channelCount(of: c)) psub=\(registry.patternCount(of: c)) ssub=0 "
+            + "multi=-1 qbuf=\(c.queryBufferBytes) qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 "
+            + "omem=\(c.bufferedOutputBytes) tot-mem=0 events=r cmd=\(s.lastCommand) user=default redir=-1 "
+            + "resp=\(s.resp.rawValue) lib-name=\(libName) lib-ver=\(libVer)"
+    }
+}
+
+/// The relay's own version.
+public enum RelayVersion {
+    public static let current = "0.1.0"
+}

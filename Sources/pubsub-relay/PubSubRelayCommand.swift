@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Relay
+import RelayCore
+
+@main
+struct PubSubRelayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pubsub-relay",
+        abstract: "A Redis-protocol pub/sub hub on a Unix socket (local mode; Redis backplane and Postgres bridge to come).",
+        subcommands: [Run.self, CheckConfig.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+/// Exit status for a configuration the relay cannot start with (sysexits EX_CONFIG); the
+/// systemd unit's RestartPreventExitStatus=78 keeps a bad config from restart-looping.
+let exitConfig: Int32 = 78
+
+struct EnvironmentOptions: ParsableArguments {
+    @Option(name: .customLong("env-file"), help: "Read variables from this file (systemd EnvironmentFile syntax); they override the process environment.")
+    var envFile: String?
+
+    /// The process environment merged with the env file, or exits 78 with one line.
+    func loadConfig() -> RelayConfig {
+        var env = ProcessInfo.processInfo.environment
+        if let path = envFile {
+            let text: String
+            do {
+                text = try String(contentsOfFile: path, encoding: .utf8)
+            } catch {
+                fail("--env-file \(path): cannot read it (\(Self.reason(error))); give a readable env file")
+            }
+            do {
+                for (key, value) in try EnvFile.parse(text, path: path) { env[key] = value }
+            } catch {
+                fail("\(error)")
+            }
+        }
+        do {
+            return try RelayConfig.parse(environment: env, isRoot: geteuid() == 0)
+        } catch {
+            fail("\(error)")
+        }
+    }
+
+    private static func reason(_ error: Error) -> String {
+        let ns = error as NSError
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        return ns.localizedDescription
+    }
+
+    private func fail(_ line: String) -> Never {
+        FileHandle.standardError.write(Data("pubsub-relay: invalid configuration: \(line)\n".utf8))
+        Foundation.exit(exitConfig)
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the relay (the default).")
+
+    @OptionGroup var options: EnvironmentOptions
+
+    func run() throws {
+        let config = options.loadConfig()
+        let level = Logger.Level(rawValue: config.logLevel) ?? .info
+        let format: RelayLogHandler.Format = config.logFormat == .json ? .json : .text
+        LoggingSystem.bootstrap { label in RelayLogHandler(label: label, level: level, format: format) }
+        let logger = Logger(label: "pubsub-relay")
+        if let metrics = config.metricsAddress {
+            logger.notice("RELAY_METRICS_ADDR is set but the metrics endpoint is not part of this build yet; INFO carries the counters", metadata: ["addr": "\(metrics)"])
+        }
+
+        // Signals are handled on a queue, never in async-signal context.
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { signal(sig, SIG_IGN) }
+        let server: RelayServer
+        do {
+            server = try RelayServer.start(config: config, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("pubsub-relay: cannot start: \(error)\n".utf8))
+            Foundation.exit(1)
+        }
+
+        let stop = DispatchSemaphore(value: 0)
+        let queue = DispatchQueue(label: "pubsub-relay.signals")
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler {
+                logger.info("signal received, stopping", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
+                stop.signal()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
+        hup.setEventHandler {
+            logger.notice("SIGHUP: nothing is reloadable in this version; restart the relay to apply configuration changes")
+        }
+        hup.resume()
+        sources.append(hup)
+
+        stop.wait()
+        server.shutdown()
+        withExtendedLifetime(sources) {}
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate the configuration (environment and --env-file) without starting; exit 0 or 78.")
+
+    @OptionGroup var options: EnvironmentOptions
+
+    func run() throws {
+        let config = options.loadConfig()
+        print("configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8)), local mode")
+    }
+}
