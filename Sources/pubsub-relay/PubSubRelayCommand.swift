@@ -26,11 +26,13 @@ struct EnvironmentOptions: ParsableArguments {
     func loadConfig() -> RelayConfig {
         var env = ProcessInfo.processInfo.environment
         if let path = envFile {
-            let text: String
-            do {
-                text = try String(contentsOfFile: path, encoding: .utf8)
-            } catch {
-                fail("--env-file \(path): cannot read it (\(Self.reason(error))); give a readable env file")
+            let fd = open(path, O_RDONLY)
+            if fd < 0 {
+                fail("--env-file \(path): cannot read it (\(String(cString: strerror(errno)))); give a readable env file")
+            }
+            let data = FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
+            guard let text = String(data: data, encoding: .utf8) else {
+                fail("--env-file \(path): not UTF-8 text")
             }
             do {
                 for (key, value) in try EnvFile.parse(text, path: path) { env[key] = value }
@@ -43,14 +45,6 @@ struct EnvironmentOptions: ParsableArguments {
         } catch {
             fail("\(error)")
         }
-    }
-
-    private static func reason(_ error: Error) -> String {
-        let ns = error as NSError
-        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(underlying.code)))
-        }
-        return ns.localizedDescription
     }
 
     private func fail(_ line: String) -> Never {
