@@ -15,7 +15,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
-        // C libraries, wrapped as Debian ships them; the upstream links (issues 3 and 4) use them.
+        // C libraries, wrapped as Debian ships them. The upstream links (Redis backplane, Postgres
+        // bridge) are built on them; until then only RelayTests links them, so the local-mode
+        // binary does not carry libpq's dependency tree.
         .systemLibrary(
             name: "CHiredis",
             pkgConfig: "hiredis",
@@ -39,8 +41,6 @@ let package = Package(
             name: "Relay",
             dependencies: [
                 "RelayCore",
-                "CHiredis",
-                "CLibpq",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -75,6 +75,8 @@ let package = Package(
             name: "RelayTests",
             dependencies: [
                 "RelayCore",
+                "CHiredis",
+                "CLibpq",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

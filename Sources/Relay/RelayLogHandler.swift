@@ -1,9 +1,11 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 /// One event per line on stderr: `text` (timestamped), `json`, or — when stderr is the journal
-/// (`JOURNAL_STREAM` set) — text without a timestamp and with a `<N>` syslog priority prefix so
-/// that `journalctl -p warning` filters it.
+/// (`JOURNAL_STREAM` set) — without a timestamp and with a `<N>` syslog priority prefix so that
+/// `journalctl -p warning` filters it.
 public struct RelayLogHandler: LogHandler {
     public enum Format: Sendable { case text, json }
 
@@ -13,11 +15,11 @@ public struct RelayLogHandler: LogHandler {
     private let format: Format
     private let journald: Bool
 
-    public init(label: String, level: Logger.Level, format: Format, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(label: String, level: Logger.Level, format: Format, journald: Bool = getenv("JOURNAL_STREAM") != nil) {
         self.label = label
         self.logLevel = level
         self.format = format
-        self.journald = environment["JOURNAL_STREAM"] != nil
+        self.journald = journald
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -28,22 +30,24 @@ public struct RelayLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var all = metadata
         if let extra = event.metadata { all.merge(extra) { $1 } }
-        let line: String
+        let fields = all.sorted { $0.key < $1.key }
+        var line = journald ? Self.priority(event.level) : ""
         switch format {
         case .json:
-            var fields: [String: String] = ["level": "\(event.level)", "msg": "\(event.message)", "logger": label]
-            if !journald { fields["ts"] = Self.timestamp() }
-            for (k, v) in all { fields[k] = "\(v)" }
-            let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data()
-            line = (journald ? Self.priority(event.level) : "") + String(decoding: data, as: UTF8.self)
+            var parts: [String] = []
+            if !journald { parts.append("\"ts\":\(Self.jsonString(Self.timestamp()))") }
+            parts.append("\"level\":\(Self.jsonString("\(event.level)"))")
+            parts.append("\"logger\":\(Self.jsonString(label))")
+            parts.append("\"msg\":\(Self.jsonString("\(event.message)"))")
+            for (k, v) in fields { parts.append("\(Self.jsonString(k)):\(Self.jsonString("\(v)"))") }
+            line += "{" + parts.joined(separator: ",") + "}"
         case .text:
-            let meta = all.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quoteIfNeeded("\($0.value)"))" }.joined(separator: " ")
-            let body = meta.isEmpty ? "\(event.message)" : "\(event.message) \(meta)"
-            line = journald
-                ? "\(Self.priority(event.level))\(body)"
-                : "\(Self.timestamp()) \(event.level) \(label): \(body)"
+            if !journald { line += "\(Self.timestamp()) \(event.level) \(label): " }
+            line += "\(event.message)"
+            for (k, v) in fields { line += " \(k)=\(Self.quoteIfNeeded("\(v)"))" }
         }
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        line += "\n"
+        _ = line.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
     }
 
     static func priority(_ level: Logger.Level) -> String {
@@ -57,17 +61,39 @@ public struct RelayLogHandler: LogHandler {
         }
     }
 
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.value < 0x20:
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+
     private static func quoteIfNeeded(_ s: String) -> String {
-        s.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) ? "\"\(s.replacingOccurrences(of: "\"", with: "\\\""))\"" : s
+        s.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\n" }) ? jsonString(s) : s
     }
 
     private static func timestamp() -> String {
-        var tv = timeval()
-        gettimeofday(&tv, nil)
-        var tm = tm()
-        var seconds = tv.tv_sec
-        gmtime_r(&seconds, &tm)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                      tm.tm_hour, tm.tm_min, tm.tm_sec, Int(tv.tv_usec) / 1000)
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var t = tm()
+        var seconds = ts.tv_sec
+        gmtime_r(&seconds, &t)
+        func pad(_ n: Int, _ width: Int) -> String {
+            let s = String(n)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        return "\(pad(Int(t.tm_year) + 1900, 4))-\(pad(Int(t.tm_mon) + 1, 2))-\(pad(Int(t.tm_mday), 2))T"
+            + "\(pad(Int(t.tm_hour), 2)):\(pad(Int(t.tm_min), 2)):\(pad(Int(t.tm_sec), 2)).\(pad(ts.tv_nsec / 1_000_000, 3))Z"
     }
 }

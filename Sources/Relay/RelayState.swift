@@ -1,4 +1,6 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import RelayCore
@@ -15,7 +17,7 @@ final class RelayState {
     let executor: CommandExecutor<ClientConnection>
     let flusher: OutputFlusher
     let parserLimits: RequestParser.Limits
-    let startedAt = Date()
+    let startedAt = NIODeadline.now()
     private(set) var clients: [ObjectIdentifier: ClientConnection] = [:]
     private var nextClientID = 1
     /// Set when the server stops accepting; /health and INFO report it.
@@ -77,7 +79,7 @@ final class RelayState {
     }
 
     private func serverSection() -> [String] {
-        let uptime = Int(Date().timeIntervalSince(startedAt))
+        let uptime = Int((NIODeadline.now() - startedAt).nanoseconds / 1_000_000_000)
         var uts = utsname()
         uname(&uts)
         func field<T>(_ value: T) -> String {
@@ -95,8 +97,6 @@ final class RelayState {
             "uptime_in_seconds:\(uptime)",
             "uptime_in_days:\(uptime / 86400)",
             "unix_socket:\(socketPath)",
-            "hiredis_version:\(LinkedLibraries.hiredisVersion)",
-            "libpq_version:\(LinkedLibraries.libpqVersion)",
         ]
     }
 

@@ -1,4 +1,6 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import RelayCore
 
 /// Prepares the filesystem side of the relay socket: refuses to steal a live socket, removes a
@@ -24,17 +26,13 @@ struct UnixSocketListener {
 
     /// Checks the existing file and parent directory; returns the path to bind.
     mutating func prepare() throws -> String {
-        let parent = (path as NSString).deletingLastPathComponent
-        let directory = parent.isEmpty ? "." : parent
-        var isDir: ObjCBool = false
-        if !FileManager.default.fileExists(atPath: directory, isDirectory: &isDir) {
-            do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                        attributes: [.posixPermissions: 0o755])
-            } catch {
-                throw StartupError(description: "RELAY_SOCKET: cannot create directory \(directory): \(error.localizedDescription)")
+        let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        var st = stat()
+        if stat(directory, &st) != 0 {
+            guard Self.makeDirectories(directory) else {
+                throw StartupError(description: "RELAY_SOCKET: cannot create directory \(directory): \(String(cString: strerror(errno)))")
             }
-        } else if !isDir.boolValue {
+        } else if (st.st_mode & S_IFMT) != S_IFDIR {
             throw StartupError(description: "RELAY_SOCKET: \(directory) is not a directory")
         }
         try removeStaleSocket()
@@ -132,6 +130,16 @@ struct UnixSocketListener {
             }
         }
         return result == 0
+    }
+
+    /// `mkdir -p` with mode 0755 for the directories it creates.
+    static func makeDirectories(_ directory: String) -> Bool {
+        var prefix = directory.hasPrefix("/") ? "/" : ""
+        for part in directory.split(separator: "/") {
+            prefix += (prefix.isEmpty || prefix.hasSuffix("/") ? "" : "/") + part
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST { return false }
+        }
+        return true
     }
 
     static func groupID(_ name: String) -> gid_t? {

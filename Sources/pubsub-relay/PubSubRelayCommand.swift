@@ -1,5 +1,9 @@
 import ArgumentParser
-import Foundation
+import Dispatch
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Relay
 import RelayCore
@@ -30,8 +34,17 @@ struct EnvironmentOptions: ParsableArguments {
             if fd < 0 {
                 fail("--env-file \(path): cannot read it (\(String(cString: strerror(errno)))); give a readable env file")
             }
-            let data = FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
-            guard let text = String(data: data, encoding: .utf8) else {
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(fd, &chunk, chunk.count)
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { fail("--env-file \(path): cannot read it (\(String(cString: strerror(errno))))") }
+                if n == 0 { break }
+                bytes += chunk[0..<n]
+            }
+            close(fd)
+            guard let text = String(validating: bytes, as: UTF8.self) else {
                 fail("--env-file \(path): not UTF-8 text")
             }
             do {
@@ -48,8 +61,8 @@ struct EnvironmentOptions: ParsableArguments {
     }
 
     private func fail(_ line: String) -> Never {
-        FileHandle.standardError.write(Data("pubsub-relay: invalid configuration: \(line)\n".utf8))
-        Foundation.exit(exitConfig)
+        printError("pubsub-relay: invalid configuration: \(line)")
+        Glibc.exit(exitConfig)
     }
 }
 
@@ -74,8 +87,8 @@ struct Run: ParsableCommand {
         do {
             server = try RelayServer.start(config: config, logger: logger)
         } catch {
-            FileHandle.standardError.write(Data("pubsub-relay: cannot start: \(error)\n".utf8))
-            Foundation.exit(1)
+            printError("pubsub-relay: cannot start: \(error)")
+            Glibc.exit(1)
         }
 
         let stop = DispatchSemaphore(value: 0)
@@ -114,4 +127,10 @@ struct CheckConfig: ParsableCommand {
         let config = options.loadConfig()
         print("configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8)), local mode")
     }
+}
+
+/// One line to stderr.
+func printError(_ line: String) {
+    let text = line + "\n"
+    _ = text.utf8CString.withUnsafeBufferPointer { write(2, $0.baseAddress, $0.count - 1) }
 }
