@@ -309,8 +309,12 @@ public final class CommandExecutor<Client: RelayClient> {
 
     /// Returns the new database on success.
     private func select(_ args: [ByteBuffer], _ out: inout ByteBuffer) -> Int? {
-        guard let id = RedisInteger.parse(args[1]), id >= Int64(Int32.min), id <= Int64(Int32.max) else {
+        guard let id = RedisInteger.parse(args[1]) else {
             writeError(&out, Array("ERR value is not an integer or out of range".utf8))
+            return nil
+        }
+        guard id >= Int64(Int32.min), id <= Int64(Int32.max) else {
+            writeError(&out, Array("ERR value is out of range, value must between -2147483648 and 2147483647".utf8))
             return nil
         }
         guard id >= 0 && id < 16 else {
@@ -385,9 +389,11 @@ public final class CommandExecutor<Client: RelayClient> {
 
     // MARK: Replies and texts
 
+    /// `-text\r\n`. CR and LF become spaces, as Redis's `addReplyErrorFormat` does, so that
+    /// client bytes quoted in an error can never break the reply stream.
     private func writeError(_ out: inout ByteBuffer, _ text: [UInt8]) {
         out.writeInteger(UInt8(ascii: "-"))
-        out.writeBytes(text)
+        for b in text { out.writeInteger((b == 0x0D || b == 0x0A) ? UInt8(ascii: " ") : b) }
         out.writeCRLF()
     }
 
@@ -407,7 +413,7 @@ public final class CommandExecutor<Client: RelayClient> {
 }
 
 /// Reply texts built exactly as Redis builds them (argument truncation at NUL and 128 bytes,
-/// CR/LF turned into spaces), and the HELP listings.
+/// CR/LF are turned into spaces where the reply is written), and the HELP listings.
 enum CommandTexts {
     /// Redis's `clientSetName` charset rule: printable ASCII without spaces, or empty.
     static func validatedName(_ b: ByteBuffer) -> [UInt8]? {
@@ -425,21 +431,21 @@ enum CommandTexts {
         }
         let text = Array("ERR unknown command '".utf8) + ASCII.cString(args[0].readableBytesView, limit: 128)
             + Array("', with args beginning with: ".utf8) + listed
-        return text.map { ($0 == 0x0D || $0 == 0x0A) ? 0x20 : $0 }
+        return text
     }
 
     static func unknownSubcommandText(_ args: [ByteBuffer]) -> [UInt8] {
         let command = ASCII.cString(args[0].readableBytesView).map(ASCII.upper)
         let text = Array("ERR unknown subcommand '".utf8) + ASCII.cString(args[1].readableBytesView, limit: 128)
             + Array("'. Try ".utf8) + command + Array(" HELP.".utf8)
-        return text.map { ($0 == 0x0D || $0 == 0x0A) ? 0x20 : $0 }
+        return text
     }
 
     static func subcommandSyntaxText(_ args: [ByteBuffer]) -> [UInt8] {
         let command = ASCII.cString(args[0].readableBytesView).map(ASCII.upper)
         let text = Array("ERR unknown subcommand or wrong number of arguments for '".utf8)
             + ASCII.cString(args[1].readableBytesView, limit: 128) + Array("'. Try ".utf8) + command + Array(" HELP.".utf8)
-        return text.map { ($0 == 0x0D || $0 == 0x0A) ? 0x20 : $0 }
+        return text
     }
 
     static let pubsubHelp = [

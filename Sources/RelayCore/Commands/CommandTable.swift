@@ -106,9 +106,16 @@ enum ASCII {
     }
 
     /// `strcasecmp(arg, literal) == 0` over the C-string view of `arg`.
-    static func equalsIgnoringCase<C: Collection>(_ bytes: C, _ literal: String) -> Bool where C.Element == UInt8 {
-        let c = cString(bytes)
-        let l = Array(literal.utf8)
-        return c.count == l.count && zip(c, l).allSatisfy { lower($0) == lower($1) }
+    /// Allocation-free: it runs on every request (the `POST`/`Host:` check).
+    static func equalsIgnoringCase<C: Collection>(_ bytes: C, _ literal: StaticString) -> Bool where C.Element == UInt8 {
+        literal.withUTF8Buffer { l in
+            var i = 0
+            for b in bytes {
+                if b == 0 { break }
+                if i == l.count || lower(b) != lower(l[i]) { return false }
+                i += 1
+            }
+            return i == l.count
+        }
     }
 }

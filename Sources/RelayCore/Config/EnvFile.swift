@@ -7,8 +7,9 @@ public enum EnvFile {
         var logical: [(line: Int, text: String)] = []
         var pending = ""
         var pendingLine = 0
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var line = String(raw)
+        // Split on the scalar: "\r\n" is one Character, so splitting on Character "\n" would miss it.
+        for (index, raw) in text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = String(String.UnicodeScalarView(raw))
             if line.hasSuffix("\r") { line.removeLast() }
             if pending.isEmpty { pendingLine = index + 1 }
             if line.hasSuffix("\\") && !line.hasSuffix("\\\\") {
