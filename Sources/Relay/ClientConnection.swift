@@ -28,6 +28,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     private var pending: ByteBuffer?
     /// Whether anything was written to the channel since the last flush.
     private var wroteSinceFlush = false
+    private var loggedUnknownCommand = false
     /// Set while the client sits in the flusher's list.
     var isQueuedForFlush = false
     /// No more input is read and nothing more is queued (QUIT, protocol error, limits).
@@ -106,7 +107,9 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
             guard let args = request else { return }
             if args.isEmpty { continue }
             reply.clear()
+            let unknownBefore = state.stats.unknownCommands
             let outcome = state.executor.execute(args, client: self, out: &reply)
+            if state.stats.unknownCommands != unknownBefore { logUnknownCommand(args[0]) }
             queue(reply)
             switch outcome {
             case .proceed:
@@ -118,6 +121,17 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
                 close()
             }
         }
+    }
+
+    /// The first unknown command of a connection is logged at notice (an app expecting a full
+    /// Redis, e.g. a data command sent to the relay); later ones at debug, so a looping client
+    /// cannot flood the journal. All are counted.
+    private func logUnknownCommand(_ name: ByteBuffer) {
+        let shown = String(decoding: name.readableBytesView.prefix(64), as: UTF8.self)
+        let level: Logger.Level = loggedUnknownCommand ? .debug : .notice
+        loggedUnknownCommand = true
+        state.logger.log(level: level, "unknown command (the relay carries pub/sub only)",
+                         metadata: ["client": "\(session.id)", "command": "\(shown)"])
     }
 
     private func keepUnparsed(_ buffer: ByteBuffer) {

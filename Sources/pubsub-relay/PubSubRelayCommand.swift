@@ -53,11 +53,17 @@ struct EnvironmentOptions: ParsableArguments {
                 fail("\(error)")
             }
         }
+        let config: RelayConfig
         do {
-            return try RelayConfig.parse(environment: env, isRoot: geteuid() == 0)
+            config = try RelayConfig.parse(environment: env, isRoot: geteuid() == 0)
         } catch {
             fail("\(error)")
         }
+        // The one check that needs the system: the socket's group must exist.
+        if let group = config.socketGroup, getgrnam(group) == nil, gid_t(group) == nil {
+            fail("RELAY_SOCKET_GROUP: no group named '\(group)' on this system; give an existing group name or numeric id")
+        }
+        return config
     }
 
     private func fail(_ line: String) -> Never {

@@ -125,6 +125,9 @@ public struct RequestParser {
             if end - base > limits.maxInlineLength { throw .tooBigInlineRequest }
             return .needMore(atLeast: 0)
         }
+        // Redis reads 16 KiB at a time and refuses once 64 KiB sit without a newline, so a line
+        // longer than that is refused even when its newline arrived in the same read.
+        if newline - base > limits.maxInlineLength { throw .tooBigInlineRequest }
         var lineEnd = newline
         if newline != base && view[newline - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
         guard let words = InlineSplitter.split(view[base..<lineEnd]) else { throw .unbalancedQuotes }

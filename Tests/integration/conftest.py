@@ -1,0 +1,288 @@
+"""Fixtures for the pubsub-relay integration tests.
+
+* `relay_binary`: $RELAY_BINARY, else `swift build --product pubsub-relay` in the package root
+  and `$(swift build --show-bin-path)/pubsub-relay`. A missing toolchain or a failing build is
+  reported as a skip with the reason.
+* `redis_server` (session): a real redis-server on a temporary Unix socket, stopped by PID.
+* `relay` (session): a relay in local mode on a temporary socket, stopped by PID.
+* `relay_factory` / `redis_factory` (per test): start more of them with custom settings.
+
+Every process is started by us and stopped by its PID (SIGTERM, then SIGKILL after 5 s).
+Sockets live in short /tmp directories (sun_path is 108 bytes).
+
+DIFF_SELFTEST=1 makes the "relay" side of the differential and client tests a second
+redis-server: a way to check the harness itself (every case must then pass).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+BUILD_TIMEOUT = 1800
+
+
+_tmpdirs: list[str] = []
+
+
+def short_tmpdir(prefix: str) -> str:
+    """A short directory under /tmp (socket paths must fit in 108 bytes); removed at session end."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    _tmpdirs.append(d)
+    return d
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_tmpdirs():
+    yield
+    for d in _tmpdirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def wait_accepting(path: str, proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """Waits until `path` accepts a connection and answers PING."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before accepting on %s" % (proc.returncode, path))
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(1.0)
+                s.connect(path)
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise RuntimeError("%s not accepting after %.0fs (%s)" % (path, timeout, last))
+
+
+def stop_pid(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
+    """SIGTERM by PID, wait, then SIGKILL by PID. Returns the exit code."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+    return proc.returncode
+
+
+def rss_kib(pid: int) -> int:
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---- redis-server ---------------------------------------------------------------------------
+
+class RedisServer:
+    kind = "redis"
+
+    def __init__(self, binary: str, extra: list[str] | None = None):
+        self.dir = short_tmpdir("rit-redis-")
+        self.socket = os.path.join(self.dir, "redis.sock")
+        self.log = open(os.path.join(self.dir, "redis.log"), "w+b")
+        args = [binary, "--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"]
+        self.proc = subprocess.Popen(args + (extra or []), stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        try:
+            wait_accepting(self.socket, self.proc)
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self):
+        stop_pid(self.proc)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server_binary() -> str:
+    path = shutil.which("redis-server")
+    if not path:
+        pytest.skip("redis-server not installed (apt-get install redis-server)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_server_binary):
+    server = RedisServer(redis_server_binary)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_factory(redis_server_binary):
+    started: list[RedisServer] = []
+
+    def start(extra: list[str] | None = None) -> RedisServer:
+        s = RedisServer(redis_server_binary, extra)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+# ---- the relay ------------------------------------------------------------------------------
+
+_build_result: dict = {}
+
+
+@pytest.fixture(scope="session")
+def relay_binary() -> str:
+    override = os.environ.get("RELAY_BINARY")
+    if override:
+        if not os.access(override, os.X_OK):
+            pytest.skip("RELAY_BINARY=%s is not an executable file" % override)
+        return override
+    if "path" in _build_result:
+        return _build_result["path"]
+    if "skip" in _build_result:
+        pytest.skip(_build_result["skip"])
+    swift = shutil.which("swift")
+    if not swift:
+        _build_result["skip"] = "swift toolchain not found and RELAY_BINARY not set"
+        pytest.skip(_build_result["skip"])
+    try:
+        build = subprocess.run([swift, "build", "--product", "pubsub-relay"], cwd=PACKAGE_ROOT,
+                               capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _build_result["skip"] = "swift build timed out after %ds" % BUILD_TIMEOUT
+        pytest.skip(_build_result["skip"])
+    if build.returncode != 0:
+        tail = "\n".join((build.stdout + build.stderr).strip().splitlines()[-15:])
+        _build_result["skip"] = "swift build failed (exit %d):\n%s" % (build.returncode, tail)
+        pytest.skip(_build_result["skip"])
+    bin_path = subprocess.run([swift, "build", "--show-bin-path"], cwd=PACKAGE_ROOT,
+                              capture_output=True, text=True, timeout=120).stdout.strip()
+    path = os.path.join(bin_path, "pubsub-relay")
+    if not os.access(path, os.X_OK):
+        _build_result["skip"] = "swift build succeeded but %s is missing" % path
+        pytest.skip(_build_result["skip"])
+    _build_result["path"] = path
+    return path
+
+
+def relay_env(socket_path: str | None, extra: dict | None = None) -> dict:
+    """A clean environment: no RELAY_* / REDIS_URL / DATABASE_URL inherited from the caller."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RELAY_") and k not in ("REDIS_URL", "DATABASE_URL", "LISTEN_FDS", "LISTEN_PID",
+                                                        "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    if socket_path is not None:
+        env["RELAY_SOCKET"] = socket_path
+    env["RELAY_METRICS_ADDR"] = ""
+    env["RELAY_LOG_LEVEL"] = "info"
+    for k, v in (extra or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+class Relay:
+    kind = "relay"
+
+    def __init__(self, binary: str, env: dict | None = None, socket_path: str | None = None,
+                 wait: bool = True, args: list[str] | None = None):
+        self.dir = short_tmpdir("rit-relay-")
+        self.socket = socket_path or os.path.join(self.dir, "relay.sock")
+        self.stderr_path = os.path.join(self.dir, "relay.stderr")
+        self.stderr_file = open(self.stderr_path, "w+b")
+        self.proc = subprocess.Popen([binary] + (args or []), env=relay_env(self.socket, env),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self.stderr_file, cwd=self.dir)
+        self.pid = self.proc.pid
+        if wait:
+            try:
+                wait_accepting(self.socket, self.proc)
+            except Exception as e:
+                self.stop()
+                raise RuntimeError("%s\nrelay stderr:\n%s" % (e, self.stderr()))
+
+    def stderr(self) -> str:
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+    def stop(self) -> int | None:
+        rc = stop_pid(self.proc)
+        self.stderr_file.close()
+        return rc
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def relay(relay_binary):
+    r = Relay(relay_binary)
+    yield r
+    r.cleanup()
+
+
+@pytest.fixture
+def relay_factory(relay_binary):
+    started: list[Relay] = []
+
+    def start(env: dict | None = None, socket_path: str | None = None, wait: bool = True,
+              args: list[str] | None = None) -> Relay:
+        r = Relay(relay_binary, env, socket_path, wait, args)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.cleanup()
+
+
+@pytest.fixture(scope="session")
+def relay_or_selftest(request, redis_server_binary):
+    """The server under test for differential/client tests: the relay, or (DIFF_SELFTEST=1) a
+    second redis-server to validate the harness."""
+    if os.environ.get("DIFF_SELFTEST") == "1":
+        s = RedisServer(redis_server_binary)
+        s.kind = "redis-selftest"
+        yield s
+        s.stop()
+    else:
+        yield request.getfixturevalue("relay")
+
+
+@pytest.fixture(params=["redis", "relay"])
+def any_server(request):
+    """Runs a client test against redis-server (reference) and against the relay."""
+    if request.param == "redis":
+        return request.getfixturevalue("redis_server")
+    return request.getfixturevalue("relay_or_selftest")
