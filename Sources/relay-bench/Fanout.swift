@@ -101,7 +101,7 @@ func runFanout(server: Server, options o: FanoutOptions) throws -> FanoutResult 
     let set = SubscriberSet(fds: fds, header: header, payloadLength: payloadLength)
     let shared = FanoutShared()
     let readers = max(1, min(o.readers, 4, n))
-    let maxLag = o.maxLag ?? max(256, 262_144 / max(1, n))
+    let maxLag = o.maxLag ?? max(64, 131_072 / max(1, n))
     let window = max(1, o.window)
 
     // --- reader threads ----------------------------------------------------------------------

@@ -74,7 +74,7 @@ struct RelayBench: ParsableCommand {
     @Option(help: "Fan-out: maximum outstanding PUBLISH replies.")
     var window: Int = 512
 
-    @Option(help: "Fan-out: maximum messages the publisher may run ahead of the subscribers (default: max(256, 262144/subscribers)).")
+    @Option(help: "Fan-out: maximum messages the publisher may run ahead of the subscribers (default: max(64, 131072/subscribers)).")
     var maxLag: Int?
 
     @Option(help: "Latency scenario: messages per second.")
@@ -345,6 +345,7 @@ struct RelayBench: ParsableCommand {
                        cell(rb, b) { $0.readerCPU.map { percent($0) }.joined(separator: "+") })
             report.row(name, "  publisher thread", cell(ra, a) { percent($0.publisherCPU) }, cell(rb, b) { percent($0.publisherCPU) })
             report.row(name, "other processes CPU", cell(ra, a) { percent($0.otherCPU) }, cell(rb, b) { percent($0.otherCPU) })
+            report.row(name, "bottleneck", cell(ra, a, bottleneck), cell(rb, b, bottleneck))
             report.row(name, "server RSS after", cell(ra, a) { kib($0.serverRSSAfterKiB) }, cell(rb, b) { kib($0.serverRSSAfterKiB) })
             report.result(name, da, db)
             report.result(name + "_lost", ra.map { Double($0.lost) }, rb.map { Double($0.lost) }, ratio: false)
@@ -434,6 +435,18 @@ func medianOutcome(_ runs: [Outcome]) -> Outcome {
         return .latency(m)
     }
     return runs[runs.count / 2]
+}
+
+/// Which side limited a fan-out run: the server (a core saturated) or the bench.
+func bottleneck(_ r: FanoutResult) -> String {
+    let server = r.serverCPU ?? 0
+    let reader = r.readerCPU.max() ?? 0
+    let benchBusy = reader >= 0.9 || r.benchCPU >= 0.9
+    if server >= 0.9 && !benchBusy { return "server" }
+    if server >= 0.9 { return "server+bench (?)" }
+    if benchBusy { return "BENCH" }
+    if (r.otherCPU ?? 0) > 0.15 { return "other load" }
+    return "neither (?)"
 }
 
 func kib(_ v: Int?) -> String { v.map { grouped($0) + " KiB" } ?? "n/a" }
