@@ -1,6 +1,13 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// Release builds of the hot-path modules: whole-module specialization across the module boundary
+/// (the hub is generic over the connection type) and no dynamic exclusivity checks, which cost
+/// ~8% of fan-out CPU in profiles. Debug builds and tests keep every check.
+let hotPathSettings: [SwiftSetting] = [
+    .unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
 let package = Package(
     name: "pubsub-relay",
     platforms: [.macOS(.v14)],
@@ -34,7 +41,8 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "OrderedCollections", package: "swift-collections"),
-            ]
+            ],
+            swiftSettings: hotPathSettings
         ),
         // The I/O edge: the NIO server on the Unix socket, fan-out, lifecycle.
         .target(
@@ -44,7 +52,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: hotPathSettings
         ),
         .executableTarget(
             name: "pubsub-relay",

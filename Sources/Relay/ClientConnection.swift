@@ -18,6 +18,8 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     var respVersion: RESPVersion { session.resp }
 
     private let state: RelayState
+    /// The state's flusher, held directly: it is touched on every delivery.
+    private unowned let flusher: OutputFlusher
     private var context: ChannelHandlerContext!
     private var parser: RequestParser
     /// Unparsed bytes of a request that has not fully arrived.
@@ -41,6 +43,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     init(id: Int, state: RelayState) {
         self.session = ClientSession(id: id)
         self.state = state
+        self.flusher = state.flusher
         self.parser = RequestParser(limits: state.parserLimits)
         self.reply = ByteBufferAllocator().buffer(capacity: 0)
     }
@@ -160,7 +163,9 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
 
     // MARK: Output
 
-    /// A message frame from the hub.
+    /// A message frame from the hub: the per-delivery hot path, kept free of allocations and of
+    /// reference-count traffic beyond the copy itself.
+    @inline(__always)
     func deliver(_ frame: ByteBuffer) {
         guard !isClosing else { return }
         if frame.readableBytes <= Self.copyThreshold {
@@ -169,18 +174,28 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
             writePending()
             context.write(wrapOutboundOut(frame), promise: nil)
             wroteSinceFlush = true
-            state.flusher.schedule(self)
+            requestFlush()
         }
     }
 
+    @inline(__always)
     private func queue(_ bytes: ByteBuffer) {
         guard bytes.readableBytes > 0 else { return }
         if pending == nil {
-            pending = context.channel.allocator.buffer(capacity: max(512, bytes.readableBytes))
+            pending = Self.allocator.buffer(capacity: max(2048, bytes.readableBytes))
         }
-        pending!.writeImmutableBuffer(bytes)
-        state.flusher.schedule(self)
+        // Not writeImmutableBuffer: it copies the ByteBuffer value (a retain and a release of the
+        // shared frame per subscriber); borrowing its bytes is a plain memcpy.
+        bytes.withUnsafeReadableBytes { pending!.writeBytes($0) }
+        requestFlush()
     }
+
+    @inline(__always)
+    private func requestFlush() {
+        if !isQueuedForFlush { flusher.schedule(self) }
+    }
+
+    private static let allocator = ByteBufferAllocator()
 
     private func writePending() {
         if let buffer = pending {
