@@ -35,6 +35,8 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        // glibc's <malloc.h> (mallopt), which the Glibc module does not export.
+        .systemLibrary(name: "CGlibcMalloc"),
         // Pure logic, no I/O: RESP codec, glob matcher, subscription registry, commands, config.
         .target(
             name: "RelayCore",
@@ -59,6 +61,7 @@ let package = Package(
             name: "pubsub-relay",
             dependencies: [
                 "Relay",
+                "CGlibcMalloc",
                 "RelayCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

