@@ -26,7 +26,7 @@ private final class LoggingClient: RelayClient {
         self.log = log
     }
     var respVersion: RESPVersion { session.resp }
-    func deliver(_ frame: ByteBuffer) { log.ids.append(session.id) }
+    func deliver(_ frame: ByteBuffer, bytes: UnsafeRawBufferPointer) { log.ids.append(session.id) }
 }
 
 @Suite struct PubSubHubTests {
