@@ -1,0 +1,24 @@
+"""relay-bench keeps working: a short run of each scenario kind against a redis-server and the
+relay it launches itself must complete with no lost message. (Numbers from a debug build mean
+nothing; the measured ratios come from a release build, see the README.)"""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+
+def test_relay_bench_quick_run_is_valid(relay_binary):
+    bench = os.path.join(os.path.dirname(relay_binary), "relay-bench")
+    if not os.path.exists(bench):
+        pytest.skip(f"relay-bench not built next to {relay_binary} (scripts/test builds it)")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed")
+    run = subprocess.run(
+        [bench, "--quick", "--relay", relay_binary, "--scenarios", "fanout_100,pattern_1000,latency"],
+        capture_output=True, text=True, timeout=120)
+    print(run.stdout[-3000:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "RESULT valid redis=1 relay=1" in run.stdout
+    for scenario in ("fanout_100", "pattern_1000"):
+        assert f"RESULT {scenario}_lost redis=0 relay=0" in run.stdout
