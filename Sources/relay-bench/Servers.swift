@@ -193,16 +193,7 @@ final class Server {
 
 /// The environment of this process, read from /proc/self/environ.
 func inheritedEnvironment() -> [String] {
-    let fd = open("/proc/self/environ", O_RDONLY | O_CLOEXEC)
-    if fd < 0 { return ["PATH=/usr/local/bin:/usr/bin:/bin"] }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 8192)
-    while true {
-        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n <= 0 { break }
-        bytes += buf[0..<n]
-    }
+    guard let bytes = readFileBytes("/proc/self/environ") else { return ["PATH=/usr/local/bin:/usr/bin:/bin"] }
     return bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
 }
 

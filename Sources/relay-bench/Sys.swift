@@ -86,19 +86,23 @@ func machineBusyNanos() -> UInt64? {
     return busy * 1_000_000_000 / clockTicksPerSecond
 }
 
-func readSmallFile(_ path: String) -> String? {
+/// The bytes of a (small, /proc) file, at most `limit` of them; nil if it cannot be opened.
+func readFileBytes(_ path: String, limit: Int = 1 << 20) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     if fd < 0 { return nil }
     defer { close(fd) }
     var bytes: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 4096)
-    while true {
+    var buf = [UInt8](repeating: 0, count: 8192)
+    while bytes.count <= limit {
         let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         if n <= 0 { break }
         bytes.append(contentsOf: buf[0..<n])
-        if bytes.count > 1 << 20 { break }
     }
-    return String(decoding: bytes, as: UTF8.self)
+    return bytes
+}
+
+func readSmallFile(_ path: String) -> String? {
+    readFileBytes(path).map { String(decoding: $0, as: UTF8.self) }
 }
 
 /// utime+stime of a process from /proc/PID/stat, in nanoseconds (10 ms resolution typically).

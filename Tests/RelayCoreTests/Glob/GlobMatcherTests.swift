@@ -14,17 +14,6 @@ private func matches(_ pattern: String, _ string: String) -> Bool {
     GlobMatcher.matches(pattern: latin1(pattern), string: latin1(string))
 }
 
-private func hex(_ field: Substring) -> [UInt8] {
-    if field == "-" { return [] }
-    var out: [UInt8] = []
-    var i = field.startIndex
-    while i < field.endIndex {
-        let j = field.index(i, offsetBy: 2)
-        out.append(UInt8(field[i..<j], radix: 16)!)
-        i = j
-    }
-    return out
-}
 
 @Suite struct GlobMatcherTests {
     /// Redis's own test vectors: `KEYS foo*` in tests/unit/keyspace.tcl, the patterns of

@@ -5,17 +5,6 @@ private func split(_ line: String) -> [String]? {
     InlineSplitter.split(Array(line.utf8)).map { $0.map { String(decoding: $0, as: UTF8.self) } }
 }
 
-private func hex(_ field: Substring) -> [UInt8] {
-    if field == "-" { return [] }
-    var out: [UInt8] = []
-    var i = field.startIndex
-    while i < field.endIndex {
-        let j = field.index(i, offsetBy: 2)
-        out.append(UInt8(field[i..<j], radix: 16)!)
-        i = j
-    }
-    return out
-}
 
 @Suite struct InlineSplitterTests {
     @Test func plainWordsSplitOnWhitespace() {

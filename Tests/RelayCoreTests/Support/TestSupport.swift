@@ -83,3 +83,16 @@ final class TestClient: RelayClient {
         return Array(output.readableBytesView)
     }
 }
+
+/// Bytes from a hex field of the generated vector tables (`-` is empty).
+func hex(_ field: Substring) -> [UInt8] {
+    if field == "-" { return [] }
+    var out: [UInt8] = []
+    var i = field.startIndex
+    while i < field.endIndex {
+        let j = field.index(i, offsetBy: 2)
+        out.append(UInt8(field[i..<j], radix: 16)!)
+        i = j
+    }
+    return out
+}
