@@ -20,7 +20,8 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     private let state: RelayState
     /// The state's flusher, held directly (the state owns it and outlives every client).
     private unowned(unsafe) let flusher: OutputFlusher
-    private var context: ChannelHandlerContext!
+    /// Set between handlerAdded and handlerRemoved; nil once the connection is gone.
+    private var context: ChannelHandlerContext?
     private var parser: RequestParser
     /// Unparsed bytes of a request that has not fully arrived.
     private var query: ByteBuffer?
@@ -177,6 +178,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
         if bytes.count <= Self.copyThreshold {
             append(bytes)
         } else {
+            guard let context else { return }
             writePending()
             context.write(wrapOutboundOut(frame), promise: nil)
             wroteSinceFlush = true
@@ -207,30 +209,30 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     private static let allocator = ByteBufferAllocator()
 
     private func writePending() {
-        if let buffer = pending {
-            pending = nil
-            context.write(wrapOutboundOut(buffer), promise: nil)
-            wroteSinceFlush = true
-        }
+        guard let context, let buffer = pending else { return }
+        pending = nil
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        wroteSinceFlush = true
     }
 
     /// Called once per event-loop tick by the flusher.
     func flush() {
         // A client closed earlier in this tick may still sit in the flusher's list.
-        guard context != nil, !isClosing || wroteSinceFlush || pending != nil else { return }
+        // The local reference keeps the context usable even if the flush fails and closes it.
+        guard let context, !isClosing || wroteSinceFlush || pending != nil else { return }
         writePending()
         guard wroteSinceFlush else { return }
         wroteSinceFlush = false
         context.flush()
-        if !context.channel.isWritable { enforceOutputLimit() }
+        if !context.channel.isWritable { enforceOutputLimit(context.channel) }
         else { softLimitSince = nil }
     }
 
     /// Redis's `checkClientOutputBufferLimits` for pub/sub clients: past the hard limit, or over
     /// the soft limit for longer than its seconds, the client is disconnected.
-    private func enforceOutputLimit() {
+    private func enforceOutputLimit(_ channel: Channel) {
         let limit = state.config.clientBufferLimit
-        guard let buffered = try? context.channel.syncOptions?.getOption(.bufferedWritableBytes) else { return }
+        guard let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes) else { return }
         var exceeded: String?
         if limit.hardBytes > 0 && buffered >= limit.hardBytes {
             exceeded = "hard"
@@ -255,7 +257,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
 
     /// Bytes waiting in the channel (CLIENT INFO's omem).
     var bufferedOutputBytes: Int {
-        (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        (try? context?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
     }
 
     var queryBufferBytes: Int { query?.readableBytes ?? 0 }
@@ -263,7 +265,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     private func close() {
         isClosing = true
         pending = nil
-        context.close(promise: nil)
+        context?.close(promise: nil)
     }
 
     /// Shutdown's last resort for a client that does not read.
@@ -271,12 +273,12 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
         close()
     }
 
-    /// Completes when the connection is closed.
-    var closeFuture: EventLoopFuture<Void> { context.channel.closeFuture }
+    /// Completes when the connection is closed; nil once it is gone.
+    var closeFuture: EventLoopFuture<Void>? { context?.channel.closeFuture }
 
     /// Writes what is queued, then closes once the kernel has taken it.
     func closeAfterFlush() {
-        guard context != nil else { return }
+        guard let context else { return }
         isClosing = true
         writePending()
         let done = context.eventLoop.makePromise(of: Void.self)

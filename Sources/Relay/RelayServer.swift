@@ -104,7 +104,7 @@ public final class RelayServer: Sendable {
             relay.isServing = false
             let clients = Array(relay.allClients)
             logger.info("shutting down", metadata: ["clients": "\(clients.count)"])
-            let closes = clients.map { client -> EventLoopFuture<Void> in
+            let closes = clients.compactMap { client -> EventLoopFuture<Void>? in
                 client.closeAfterFlush()
                 return client.closeFuture
             }

@@ -44,13 +44,11 @@ final class RelayState {
     func clientConnected(_ client: ClientConnection) {
         clients[ObjectIdentifier(client)] = client
         stats.connectionsReceived += 1
-        stats.connectedClients = clients.count
     }
 
     func clientDisconnected(_ client: ClientConnection) {
         hub.registry.removeAll(client)
         clients[ObjectIdentifier(client)] = nil
-        stats.connectedClients = clients.count
     }
 
     var allClients: Dictionary<ObjectIdentifier, ClientConnection>.Values { clients.values }

@@ -2,7 +2,6 @@
 /// metrics endpoint read them.
 public final class RelayStats {
     public var connectionsReceived = 0
-    public var connectedClients = 0
     public var commandsProcessed = 0
     public var messagesPublished = 0
     public var deliveries = 0
