@@ -103,6 +103,11 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
         context.close(promise: nil)
     }
 
+    /// A reload changed the request limits.
+    func updateLimits(_ limits: RequestParser.Limits) {
+        parser.limits = limits
+    }
+
     // MARK: Requests
 
     private func process(_ buffer: inout ByteBuffer) {
@@ -174,7 +179,10 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     /// reference-count traffic beyond the copy itself.
     @inline(__always)
     func deliver(_ frame: ByteBuffer, bytes: UnsafeRawBufferPointer) {
-        guard !isClosing else { return }
+        guard !isClosing else {
+            state.stats.droppedFrames += 1
+            return
+        }
         if bytes.count <= Self.copyThreshold {
             append(bytes)
         } else {

@@ -1,4 +1,5 @@
 import NIOCore
+import RelayCore
 
 /// Flushes every client that has output, once per event-loop tick, after the loop has processed
 /// all the reads of that tick (Redis does the same in `beforeSleep`): a publish burst read in one
@@ -8,9 +9,17 @@ final class OutputFlusher {
     private var queued: [ClientConnection] = []
     private var spare: [ClientConnection] = []
     private var isScheduled = false
+    /// When the first output of the current tick was queued.
+    private var tickStarted = NIODeadline.now()
+    private let stats: RelayStats
+    private var publishedAtLastFlush = 0
+    /// Observes, once per tick that carried publishes, the time from handling the first of them
+    /// to handing the tick's writes to the kernel (the delivery-latency histogram).
+    var recordDeliveryLatency: ((TimeAmount) -> Void)?
 
-    init(eventLoop: EventLoop) {
+    init(eventLoop: EventLoop, stats: RelayStats) {
         self.eventLoop = eventLoop
+        self.stats = stats
     }
 
     func schedule(_ client: ClientConnection) {
@@ -20,6 +29,7 @@ final class OutputFlusher {
         }
         if !isScheduled {
             isScheduled = true
+            tickStarted = .now()
             eventLoop.assumeIsolatedUnsafeUnchecked().execute { self.flushAll() }
         }
     }
@@ -32,5 +42,9 @@ final class OutputFlusher {
             client.flush()
         }
         spare.removeAll(keepingCapacity: true)
+        if stats.messagesPublished != publishedAtLastFlush {
+            publishedAtLastFlush = stats.messagesPublished
+            recordDeliveryLatency?(.now() - tickStarted)
+        }
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import NIOConcurrencyHelpers
 
 /// One event per line on stderr: `text` (timestamped), `json`, or — when stderr is the journal
 /// (`JOURNAL_STREAM` set) — without a timestamp and with a `<N>` syslog priority prefix so that
@@ -10,14 +11,24 @@ public struct RelayLogHandler: LogHandler {
     public enum Format: Sendable { case text, json }
 
     public var metadata: Logger.Metadata = [:]
-    public var logLevel: Logger.Level
+    /// One level for every logger of the process, so that a reload (SIGHUP) changes it at once.
+    private static let level = NIOLockedValueBox(Logger.Level.info)
+
+    public static func setLevel(_ level: Logger.Level) {
+        Self.level.withLockedValue { $0 = level }
+    }
+
+    public var logLevel: Logger.Level {
+        get { Self.level.withLockedValue { $0 } }
+        set { Self.setLevel(newValue) }
+    }
     private let label: String
     private let format: Format
     private let journald: Bool
 
-    public init(label: String, level: Logger.Level, format: Format, journald: Bool = getenv("JOURNAL_STREAM") != nil) {
+    /// The level is process-wide: set it with `setLevel(_:)`.
+    public init(label: String, format: Format, journald: Bool = getenv("JOURNAL_STREAM") != nil) {
         self.label = label
-        self.logLevel = level
         self.format = format
         self.journald = journald
     }

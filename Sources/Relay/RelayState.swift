@@ -10,13 +10,14 @@ import RelayCore
 /// A single loop is the design, as in Redis: no locks on the hot path, and one core left for
 /// the apps and the kernel.
 final class RelayState {
-    let config: RelayConfig
+    /// Replaced by a reload (SIGHUP) with its reloadable settings applied.
+    private(set) var config: RelayConfig
     let logger: Logger
     let stats = RelayStats()
     let hub: PubSubHub<ClientConnection>
     let executor: CommandExecutor<ClientConnection>
     let flusher: OutputFlusher
-    let parserLimits: RequestParser.Limits
+    private(set) var parserLimits: RequestParser.Limits
     let startedAt = NIODeadline.now()
     private(set) var clients: [ObjectIdentifier: ClientConnection] = [:]
     private var nextClientID = 1
@@ -30,10 +31,38 @@ final class RelayState {
         self.logger = logger
         self.hub = PubSubHub(stats: stats)
         self.executor = CommandExecutor(hub: hub)
-        self.flusher = OutputFlusher(eventLoop: eventLoop)
+        self.flusher = OutputFlusher(eventLoop: eventLoop, stats: stats)
         self.parserLimits = RequestParser.Limits(maxBulkLength: config.maxMessageBytes, maxArguments: config.maxArguments)
         executor.infoText = { [unowned self] sections in self.infoText(sections: sections) }
         executor.clientInfoLine = { [unowned self] client in self.clientInfoLine(client) }
+        executor.debugCommandEnabled = config.debugCommandEnabled
+        executor.debugSleep = { seconds in
+            var remaining = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
+            var left = timespec()
+            while nanosleep(&remaining, &left) != 0 && errno == EINTR { remaining = left }
+        }
+    }
+
+    /// Applies a reloaded configuration's reloadable settings to the relay and every client.
+    func apply(_ new: RelayConfig) {
+        config = new
+        parserLimits = RequestParser.Limits(maxBulkLength: new.maxMessageBytes, maxArguments: new.maxArguments)
+        executor.debugCommandEnabled = new.debugCommandEnabled
+        for client in clients.values { client.updateLimits(parserLimits) }
+    }
+
+    /// The counters and state for `/metrics`, `/health` and the systemd status line.
+    func snapshot() -> RelaySnapshot {
+        let totals = hub.registry.subscriptionTotals
+        return RelaySnapshot(
+            isServing: isServing, socketPath: socketPath, clients: clients.count,
+            connectionsTotal: stats.connectionsReceived, commandsTotal: stats.commandsProcessed,
+            channelSubscriptions: totals.channels, patternSubscriptions: totals.patterns,
+            messagesPublished: stats.messagesPublished, deliveries: stats.deliveries,
+            droppedFrames: stats.droppedFrames, unknownCommands: stats.unknownCommands,
+            rejectedCommands: stats.rejectedCommands, protocolErrors: stats.protocolErrors,
+            slowConsumerDisconnects: stats.slowConsumerDisconnects,
+            queryBufferDisconnects: stats.queryBufferDisconnects, securityDisconnects: stats.securityDisconnects)
     }
 
     func makeClient() -> ClientConnection {
@@ -129,6 +158,7 @@ final class RelayState {
             "unknown_commands:\(stats.unknownCommands)",
             "rejected_commands:\(stats.rejectedCommands)",
             "protocol_errors:\(stats.totalProtocolErrors)",
+            "dropped_frames:\(stats.droppedFrames)",
             "slow_consumer_disconnects:\(stats.slowConsumerDisconnects)",
             "query_buffer_disconnects:\(stats.queryBufferDisconnects)",
             "security_disconnects:\(stats.securityDisconnects)",

@@ -6,6 +6,8 @@ import FoundationEssentials
 import Glibc
 #endif
 import Logging
+import Metrics
+import Prometheus
 import Relay
 import RelayCore
 
@@ -29,42 +31,64 @@ struct EnvironmentOptions: ParsableArguments {
 
     /// The process environment merged with the env file, or exits 78 with one line.
     func loadConfig() -> RelayConfig {
+        switch readConfig() {
+        case .success(let config): return config
+        case .failure(let error): fail(error.description)
+        }
+    }
+
+    /// SIGHUP: the same reading, but a bad file is reported, not fatal.
+    func reloadConfig() -> Result<RelayConfig, ConfigError> {
+        readConfig()
+    }
+
+    private func readConfig() -> Result<RelayConfig, ConfigError> {
         var env = ProcessInfo.processInfo.environment
         if let path = envFile {
-            let fd = open(path, O_RDONLY)
-            if fd < 0 {
-                fail("--env-file \(path): cannot read it (\(String(cString: strerror(errno)))); give a readable env file")
-            }
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = read(fd, &chunk, chunk.count)
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 { fail("--env-file \(path): cannot read it (\(String(cString: strerror(errno))))") }
-                if n == 0 { break }
-                bytes += chunk[0..<n]
-            }
-            close(fd)
-            guard let text = String(validating: bytes, as: UTF8.self) else {
-                fail("--env-file \(path): not UTF-8 text")
-            }
-            do {
-                for (key, value) in try EnvFile.parse(text, path: path) { env[key] = value }
-            } catch {
-                fail("\(error)")
+            switch Self.readFile(path) {
+            case .failure(let error): return .failure(error)
+            case .success(let text):
+                do {
+                    for (key, value) in try EnvFile.parse(text, path: path) { env[key] = value }
+                } catch {
+                    return .failure(error)
+                }
             }
         }
         let config: RelayConfig
         do {
             config = try RelayConfig.parse(environment: env, isRoot: geteuid() == 0)
         } catch {
-            fail("\(error)")
+            return .failure(error)
         }
         // The one check that needs the system: the socket's group must exist.
         if let group = config.socketGroup, getgrnam(group) == nil, gid_t(group) == nil {
-            fail("RELAY_SOCKET_GROUP: no group named '\(group)' on this system; give an existing group name or numeric id")
+            return .failure(ConfigError("RELAY_SOCKET_GROUP", "no group named '\(group)' on this system; give an existing group name or numeric id"))
         }
-        return config
+        return .success(config)
+    }
+
+    private static func readFile(_ path: String) -> Result<String, ConfigError> {
+        let fd = open(path, O_RDONLY)
+        if fd < 0 {
+            return .failure(ConfigError("--env-file \(path)", "cannot read it (\(String(cString: strerror(errno)))); give a readable env file"))
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 {
+                return .failure(ConfigError("--env-file \(path)", "cannot read it (\(String(cString: strerror(errno)))); give a readable env file"))
+            }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            return .failure(ConfigError("--env-file \(path)", "not UTF-8 text"))
+        }
+        return .success(text)
     }
 
     private func fail(_ line: String) -> Never {
@@ -80,13 +104,14 @@ struct Run: ParsableCommand {
 
     func run() throws {
         let config = options.loadConfig()
-        let level = Logger.Level(rawValue: config.logLevel) ?? .info
+        RelayLogHandler.setLevel(Logger.Level(rawValue: config.logLevel) ?? .info)
         let format: RelayLogHandler.Format = config.logFormat == .json ? .json : .text
-        LoggingSystem.bootstrap { label in RelayLogHandler(label: label, level: level, format: format) }
+        LoggingSystem.bootstrap { label in RelayLogHandler(label: label, format: format) }
         let logger = Logger(label: "pubsub-relay")
-        if let metrics = config.metricsAddress {
-            logger.notice("RELAY_METRICS_ADDR is set but the metrics endpoint is not part of this build yet; INFO carries the counters", metadata: ["addr": "\(metrics)"])
-        }
+
+        // One registry backs the relay's metrics and swift-metrics (for libraries' metrics).
+        let metrics = RelayMetrics()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
 
         // Fan-out allocates each subscriber's batch buffer in a tick and frees them all when the
         // tick's writes complete; with glibc's default 128 KiB trim threshold the heap top went
@@ -97,7 +122,8 @@ struct Run: ParsableCommand {
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { signal(sig, SIG_IGN) }
         let server: RelayServer
         do {
-            server = try RelayServer.start(config: config, logger: logger)
+            server = try RelayServer.start(config: config, environment: ProcessInfo.processInfo.environment,
+                                           logger: logger, metrics: config.metricsAddress == nil ? nil : metrics)
         } catch {
             printError("pubsub-relay: cannot start: \(error)")
             Glibc.exit(1)
@@ -117,7 +143,11 @@ struct Run: ParsableCommand {
         }
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
         hup.setEventHandler {
-            logger.notice("SIGHUP: nothing is reloadable in this version; restart the relay to apply configuration changes")
+            logger.notice("SIGHUP: reloading", metadata: ["env_file": "\(options.envFile ?? "none (environment only)")"])
+            switch options.reloadConfig() {
+            case .success(let new): server.reload(new)
+            case .failure(let error): server.reloadFailed(error.description)
+            }
         }
         hup.resume()
         sources.append(hup)

@@ -21,6 +21,10 @@ public final class CommandExecutor<Client: RelayClient> {
     public var infoText: ([String]) -> String = { _ in "" }
     /// CLIENT INFO's line for a client (without the trailing newline).
     public var clientInfoLine: (Client) -> String = { _ in "" }
+    /// `RELAY_ENABLE_DEBUG_COMMAND`: whether `DEBUG SLEEP` is accepted.
+    public var debugCommandEnabled = false
+    /// Blocks the calling thread (`DEBUG SLEEP`); the edge passes the real sleep.
+    public var debugSleep: (Double) -> Void = { _ in }
 
     public init(hub: PubSubHub<Client>) {
         self.hub = hub
@@ -151,6 +155,8 @@ public final class CommandExecutor<Client: RelayClient> {
         case .info:
             let sections = args.dropFirst().map { String(decoding: $0.readableBytesView.map(ASCII.lower), as: UTF8.self) }
             out.writeRESPVerbatimText(infoText(sections), v)
+        case .debug:
+            debug(args, &out)
         case .container:
             preconditionFailure("container \(spec.fullName) reached dispatch with \(args.count) arguments")
         case .command:
@@ -295,6 +301,26 @@ public final class CommandExecutor<Client: RelayClient> {
         user.readableBytesView.elementsEqual("default".utf8)
     }
 
+    /// `DEBUG SLEEP <seconds>`: blocks the event loop, as Redis's does — a test hook for the
+    /// systemd watchdog, refused unless `RELAY_ENABLE_DEBUG_COMMAND=yes`.
+    private func debug(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+        guard debugCommandEnabled else {
+            writeError(&out, Array("ERR DEBUG is disabled; set RELAY_ENABLE_DEBUG_COMMAND=yes to allow it (test setups only)".utf8))
+            return
+        }
+        guard args.count == 3, ASCII.equalsIgnoringCase(args[1].readableBytesView, "sleep") else {
+            writeError(&out, Array("ERR the relay supports only DEBUG SLEEP <seconds>".utf8))
+            return
+        }
+        guard let seconds = Double(String(decoding: args[2].readableBytesView, as: UTF8.self)),
+              seconds >= 0, seconds <= 3600 else {
+            writeError(&out, Array("ERR value is not a valid float".utf8))
+            return
+        }
+        debugSleep(seconds)
+        out.writeRESPSimpleString("OK")
+    }
+
     private func auth(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
         if args.count > 3 {
             writeError(&out, Array("ERR syntax error".utf8))
@@ -379,7 +405,9 @@ public final class CommandExecutor<Client: RelayClient> {
             return
         }
         var names: [String] = []
-        for spec in CommandTable.commands {
+        // Commands without a COMMAND INFO entry (DEBUG, a disabled-by-default test hook) are
+        // left out, so that COMMAND, COMMAND COUNT and COMMAND LIST agree.
+        for spec in CommandTable.commands where CommandDocs.info(named: spec.fullName) != nil {
             names.append(spec.fullName)
             names.append(contentsOf: spec.subcommands.map(\.fullName))
         }

@@ -6,6 +6,7 @@ struct CommandSpec: Sendable {
         case command, commandCount, commandDocs, commandInfo, commandList, commandHelp
         case clientGetname, clientSetname, clientId, clientInfo, clientSetinfo, clientHelp
         case pubsubChannels, pubsubNumsub, pubsubNumpat, pubsubHelp, pubsubShardChannels, pubsubShardNumsub
+        case debug
         case container
     }
 
@@ -49,6 +50,7 @@ enum CommandTable {
         CommandSpec("select", 2, .select),
         CommandSpec("auth", -2, .auth),
         CommandSpec("info", -1, .info),
+        CommandSpec("debug", -2, .debug),
         CommandSpec("client", -2, .container, subcommands: [
             CommandSpec("getname", 2, .clientGetname, parent: "client"),
             CommandSpec("setname", 3, .clientSetname, parent: "client"),

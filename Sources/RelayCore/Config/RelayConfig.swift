@@ -26,6 +26,8 @@ public struct RelayConfig: Sendable, Equatable {
     public var metricsAddress: String? = "127.0.0.1:9464"
     public var logLevel = "info"
     public var logFormat = LogFormat.text
+    /// `DEBUG SLEEP` on the socket (a test hook that blocks the event loop); off in production.
+    public var debugCommandEnabled = false
 
     public static func defaultSocketPath(isRoot: Bool) -> String {
         isRoot ? "/run/pubsub-relay/relay.sock" : "./relay.sock"
@@ -48,6 +50,7 @@ public struct RelayConfig: Sendable, Equatable {
         ("RELAY_METRICS_ADDR", "127.0.0.1:9464"),
         ("RELAY_LOG_LEVEL", "info"),
         ("RELAY_LOG_FORMAT", "text"),
+        ("RELAY_ENABLE_DEBUG_COMMAND", "no"),
     ]
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -150,6 +153,63 @@ public struct RelayConfig: Sendable, Equatable {
             }
             c.logFormat = f
         }
+        if let debug = value("RELAY_ENABLE_DEBUG_COMMAND") {
+            switch debug.lowercased() {
+            case "yes", "true", "1": c.debugCommandEnabled = true
+            case "no", "false", "0": c.debugCommandEnabled = false
+            default: throw ConfigError("RELAY_ENABLE_DEBUG_COMMAND", "'\(debug)' is not yes or no")
+            }
+        }
+        return c
+    }
+
+    /// What a reload (SIGHUP) can apply without reconnecting, and what needs a restart.
+    public struct ReloadPlan: Equatable, Sendable {
+        /// `VARIABLE: old -> new` for each change that is applied.
+        public var applied: [String] = []
+        /// Variables whose change only takes effect after a restart.
+        public var needsRestart: [String] = []
+    }
+
+    /// Compares the running configuration with a newly read one.
+    public func reloadPlan(to new: RelayConfig) -> ReloadPlan {
+        var plan = ReloadPlan()
+        func applied<T: Equatable>(_ name: String, _ a: T, _ b: T, _ show: (T) -> String = { "\($0)" }) {
+            if a != b { plan.applied.append("\(name): \(show(a)) -> \(show(b))") }
+        }
+        func restart<T: Equatable>(_ name: String, _ a: T, _ b: T) {
+            if a != b { plan.needsRestart.append(name) }
+        }
+        applied("RELAY_LOG_LEVEL", logLevel, new.logLevel)
+        applied("RELAY_MAX_MESSAGE_BYTES", maxMessageBytes, new.maxMessageBytes)
+        applied("RELAY_MAX_ARGUMENTS", maxArguments, new.maxArguments)
+        applied("RELAY_QUERY_BUFFER_LIMIT", queryBufferLimit, new.queryBufferLimit)
+        applied("RELAY_CLIENT_BUFFER_LIMIT", clientBufferLimit, new.clientBufferLimit) {
+            "\($0.hardBytes) \($0.softBytes) \($0.softSeconds)"
+        }
+        applied("RELAY_ENABLE_DEBUG_COMMAND", debugCommandEnabled, new.debugCommandEnabled)
+        restart("RELAY_SOCKET", socketPath, new.socketPath)
+        restart("RELAY_SOCKET_MODE", socketMode, new.socketMode)
+        restart("RELAY_SOCKET_GROUP", socketGroup, new.socketGroup)
+        restart("REDIS_URL", redisURL, new.redisURL)
+        restart("DATABASE_URL", databaseURL, new.databaseURL)
+        restart("RELAY_PG_CHANNELS", pgChannels, new.pgChannels)
+        restart("RELAY_PG_PREFIX", pgPrefix, new.pgPrefix)
+        restart("RELAY_NAMESPACE", namespace, new.namespace)
+        restart("RELAY_METRICS_ADDR", metricsAddress, new.metricsAddress)
+        restart("RELAY_LOG_FORMAT", logFormat, new.logFormat)
+        return plan
+    }
+
+    /// The running configuration with the reloadable settings of `new` applied.
+    public func applyingReloadable(from new: RelayConfig) -> RelayConfig {
+        var c = self
+        c.logLevel = new.logLevel
+        c.maxMessageBytes = new.maxMessageBytes
+        c.maxArguments = new.maxArguments
+        c.queryBufferLimit = new.queryBufferLimit
+        c.clientBufferLimit = new.clientBufferLimit
+        c.debugCommandEnabled = new.debugCommandEnabled
         return c
     }
 

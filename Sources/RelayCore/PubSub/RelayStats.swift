@@ -13,6 +13,8 @@ public final class RelayStats {
     public var slowConsumerDisconnects = 0
     /// Clients cut off because their unparsed input passed `RELAY_QUERY_BUFFER_LIMIT`.
     public var queryBufferDisconnects = 0
+    /// Frames that reached a client already closing (QUIT, error, limit, shutdown).
+    public var droppedFrames = 0
     /// `POST` / `Host:` lines (an HTTP request sent to the socket).
     public var securityDisconnects = 0
 

@@ -202,6 +202,14 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
         channels[channel]?.subscribers.count ?? 0
     }
 
+    /// Client subscriptions (not distinct names) to channels and to patterns.
+    public var subscriptionTotals: (channels: Int, patterns: Int) {
+        holdings.values.reduce(into: (0, 0)) { total, h in
+            total.0 += h.channels.count
+            total.1 += h.patterns.count
+        }
+    }
+
     /// Channels with at least one subscriber (`PUBSUB CHANNELS`).
     public var activeChannels: Dictionary<ByteBuffer, Entry>.Keys { channels.keys }
     public var channelCount: Int { channels.count }

@@ -175,6 +175,13 @@ public enum ProtocolError: Error, Equatable, Sendable {
         return Array("-\(replyText)\r\n".utf8)
     }
 
+    /// Every `reason`, so that metrics can show each at zero before it first happens.
+    public static let allReasons = [
+        "inline_too_big", "unbalanced_quotes", "mbulk_count_too_big", "invalid_mbulk_length",
+        "bulk_count_too_big", "expected_dollar", "invalid_bulk_length", "bulk_over_max_message_bytes",
+        "over_max_arguments",
+    ]
+
     /// A short stable name, used as the metric label and in the log line.
     public var reason: String {
         switch self {

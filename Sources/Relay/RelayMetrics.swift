@@ -1,0 +1,108 @@
+
+import NIOConcurrencyHelpers
+import Prometheus
+import RelayCore
+
+/// The relay's Prometheus metrics. The hot path keeps plain counters on its event loop
+/// (`RelayStats`); a scrape copies them (`RelaySnapshot`) and this type turns the copy into
+/// swift-prometheus counters (by delta) and gauges, so no atomic is touched per message.
+/// The registry also backs swift-metrics (`MetricsSystem`), so library metrics appear too.
+public final class RelayMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    private let clients: Prometheus.Gauge
+    private let connections: Prometheus.Counter
+    private let commands: Prometheus.Counter
+    private let channelSubscriptions: Prometheus.Gauge
+    private let patternSubscriptions: Prometheus.Gauge
+    private let messagesLocal: Prometheus.Counter
+    private let messagesRedis: Prometheus.Counter
+    private let messagesPostgres: Prometheus.Counter
+    private let deliveries: Prometheus.Counter
+    private let dropped: Prometheus.Counter
+    private let disconnectsSlow: Prometheus.Counter
+    private let disconnectsProtocol: Prometheus.Counter
+    private let disconnectsQuery: Prometheus.Counter
+    private let disconnectsSecurity: Prometheus.Counter
+    private let rejectedUnknown: Prometheus.Counter
+    private let rejectedOther: Prometheus.Counter
+    private let upstreamUpRedis: Prometheus.Gauge
+    private let upstreamUpPostgres: Prometheus.Gauge
+    private let reconnectsRedis: Prometheus.Counter
+    private let reconnectsPostgres: Prometheus.Counter
+    private let leader: Prometheus.Gauge
+    /// Time from handling a publish to handing the tick's batch to the kernel.
+    let deliveryLatency: DurationHistogram
+    private let protocolErrors: [String: Prometheus.Counter]
+    /// Prometheus.Counter values already exported, to turn snapshots into increments.
+    private let exported = NIOLockedValueBox([String: Int]())
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        let p = "pubsub_relay_"
+        clients = registry.makeGauge(name: p + "clients", help: "Connected local clients.")
+        connections = registry.makeCounter(name: p + "connections_total", help: "Client connections accepted.")
+        commands = registry.makeCounter(name: p + "commands_total", help: "Commands processed.")
+        channelSubscriptions = registry.makeGauge(name: p + "subscriptions", labels: [("kind", "channel")], help: "Client subscriptions by kind.")
+        patternSubscriptions = registry.makeGauge(name: p + "subscriptions", labels: [("kind", "pattern")], help: "Client subscriptions by kind.")
+        let inHelp = "Messages taken in for delivery, by source."
+        messagesLocal = registry.makeCounter(name: p + "messages_in_total", labels: [("source", "local")], help: inHelp)
+        messagesRedis = registry.makeCounter(name: p + "messages_in_total", labels: [("source", "redis")], help: inHelp)
+        messagesPostgres = registry.makeCounter(name: p + "messages_in_total", labels: [("source", "postgres")], help: inHelp)
+        deliveries = registry.makeCounter(name: p + "deliveries_total", help: "Frames handed to local subscribers.")
+        dropped = registry.makeCounter(name: p + "dropped_total", labels: [("reason", "client_closing")], help: "Frames not delivered, by reason.")
+        let dHelp = "Clients disconnected by the relay, by reason."
+        disconnectsSlow = registry.makeCounter(name: p + "disconnects_total", labels: [("reason", "slow_consumer")], help: dHelp)
+        disconnectsProtocol = registry.makeCounter(name: p + "disconnects_total", labels: [("reason", "protocol_error")], help: dHelp)
+        disconnectsQuery = registry.makeCounter(name: p + "disconnects_total", labels: [("reason", "query_buffer")], help: dHelp)
+        disconnectsSecurity = registry.makeCounter(name: p + "disconnects_total", labels: [("reason", "security")], help: dHelp)
+        let rHelp = "Commands answered with an error, by reason."
+        rejectedUnknown = registry.makeCounter(name: p + "commands_rejected_total", labels: [("reason", "unknown_command")], help: rHelp)
+        rejectedOther = registry.makeCounter(name: p + "commands_rejected_total", labels: [("reason", "rejected")], help: rHelp)
+        let upHelp = "1 when the upstream link is up (0 when down or not configured)."
+        upstreamUpRedis = registry.makeGauge(name: p + "upstream_up", labels: [("upstream", "redis")], help: upHelp)
+        upstreamUpPostgres = registry.makeGauge(name: p + "upstream_up", labels: [("upstream", "postgres")], help: upHelp)
+        let rcHelp = "Upstream reconnects."
+        reconnectsRedis = registry.makeCounter(name: p + "upstream_reconnects_total", labels: [("upstream", "redis")], help: rcHelp)
+        reconnectsPostgres = registry.makeCounter(name: p + "upstream_reconnects_total", labels: [("upstream", "postgres")], help: rcHelp)
+        protocolErrors = Dictionary(uniqueKeysWithValues: ProtocolError.allReasons.map { reason in
+            (reason, registry.makeCounter(name: p + "protocol_errors_total", labels: [("reason", reason)],
+                                          help: "Protocol errors (each closed its client), by reason."))
+        })
+        leader = registry.makeGauge(name: p + "leader", help: "1 while this relay holds the Postgres leader lease.")
+        deliveryLatency = registry.makeDurationHistogram(
+            name: p + "delivery_latency_seconds",
+            buckets: [.microseconds(10), .microseconds(25), .microseconds(50), .microseconds(100), .microseconds(250),
+                      .microseconds(500), .milliseconds(1), .milliseconds(2.5), .milliseconds(5), .milliseconds(10),
+                      .milliseconds(25), .milliseconds(100)],
+            help: "Time from handling a publish to handing the batch of deliveries to the kernel.")
+    }
+
+    /// Brings the exported metrics up to `s` and renders the Prometheus text format.
+    func render(_ s: RelaySnapshot) -> [UInt8] {
+        clients.set(Double(s.clients))
+        channelSubscriptions.set(Double(s.channelSubscriptions))
+        patternSubscriptions.set(Double(s.patternSubscriptions))
+        exported.withLockedValue { seen in
+            func advance(_ counter: Prometheus.Counter, _ key: String, _ value: Int) {
+                let delta = value - seen[key, default: 0]
+                if delta > 0 { counter.increment(by: Int64(delta)) }
+                seen[key] = value
+            }
+            advance(connections, "connections", s.connectionsTotal)
+            advance(commands, "commands", s.commandsTotal)
+            advance(messagesLocal, "messages_local", s.messagesPublished)
+            advance(deliveries, "deliveries", s.deliveries)
+            advance(dropped, "dropped", s.droppedFrames)
+            advance(disconnectsSlow, "slow", s.slowConsumerDisconnects)
+            advance(disconnectsProtocol, "protocol", s.protocolErrors.values.reduce(0, +))
+            advance(disconnectsQuery, "query", s.queryBufferDisconnects)
+            advance(disconnectsSecurity, "security", s.securityDisconnects)
+            advance(rejectedUnknown, "unknown", s.unknownCommands)
+            advance(rejectedOther, "rejected", s.rejectedCommands)
+            for (reason, count) in s.protocolErrors {
+                if let counter = protocolErrors[reason] { advance(counter, "protocol_error_" + reason, count) }
+            }
+        }
+        return registry.emitToBuffer()
+    }
+}
