@@ -29,6 +29,8 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     private var reply: ByteBuffer
     /// Small frames and replies gathered since the last flush.
     private var pending: ByteBuffer?
+    /// Capacity for the next `pending` buffer: the size of the last batch.
+    private var batchSizeHint = 512
     /// Whether anything was written to the channel since the last flush.
     private var wroteSinceFlush = false
     private var loggedUnknownCommand = false
@@ -203,7 +205,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     @inline(__always)
     private func append(_ bytes: UnsafeRawBufferPointer) {
         if pending == nil {
-            pending = Self.allocator.buffer(capacity: max(2048, bytes.count))
+            pending = Self.allocator.buffer(capacity: max(batchSizeHint, bytes.count))
         }
         pending!.writeBytes(bytes)
         requestFlush()
@@ -219,6 +221,9 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     private func writePending() {
         guard let context, let buffer = pending else { return }
         pending = nil
+        // The next batch starts at this one's size: a busy subscriber's buffer is allocated at
+        // the right size once per tick instead of growing by reallocation, an idle one stays small.
+        batchSizeHint = min(max(512, buffer.readableBytes), 64 * 1024)
         context.write(wrapOutboundOut(buffer), promise: nil)
         wroteSinceFlush = true
     }
