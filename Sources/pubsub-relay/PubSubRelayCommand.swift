@@ -29,27 +29,35 @@ struct EnvironmentOptions: ParsableArguments {
     @Option(name: .customLong("env-file"), help: "Read variables from this file (systemd EnvironmentFile syntax); they override the process environment.")
     var envFile: String?
 
-    /// The process environment merged with the env file, or exits 78 with one line.
-    func loadConfig() -> RelayConfig {
-        switch readConfig() {
-        case .success(let config): return config
+    /// The process environment merged with the env file, or exits 78 with one line. Also
+    /// returns the variables the file set, for `reloadConfig`.
+    func loadConfig() -> (config: RelayConfig, fileKeys: Set<String>) {
+        switch readConfig(dropping: []) {
+        case .success(let loaded): return loaded
         case .failure(let error): fail(error.description)
         }
     }
 
-    /// SIGHUP: the same reading, but a bad file is reported, not fatal.
-    func reloadConfig() -> Result<RelayConfig, ConfigError> {
-        readConfig()
+    /// SIGHUP: the same reading, but a bad file is reported, not fatal. Under systemd the
+    /// start-time file is also in the process environment (`EnvironmentFile=`): its variables
+    /// are dropped first, so that a line deleted from the file really goes back to its default.
+    func reloadConfig(startFileKeys: Set<String>) -> Result<RelayConfig, ConfigError> {
+        readConfig(dropping: startFileKeys).map(\.config)
     }
 
-    private func readConfig() -> Result<RelayConfig, ConfigError> {
+    private func readConfig(dropping: Set<String>) -> Result<(config: RelayConfig, fileKeys: Set<String>), ConfigError> {
         var env = ProcessInfo.processInfo.environment
+        for key in dropping { env[key] = nil }
+        var fileKeys: Set<String> = []
         if let path = envFile {
             switch Self.readFile(path) {
             case .failure(let error): return .failure(error)
             case .success(let text):
                 do {
-                    for (key, value) in try EnvFile.parse(text, path: path) { env[key] = value }
+                    for (key, value) in try EnvFile.parse(text, path: path) {
+                        env[key] = value
+                        fileKeys.insert(key)
+                    }
                 } catch {
                     return .failure(error)
                 }
@@ -65,7 +73,7 @@ struct EnvironmentOptions: ParsableArguments {
         if let group = config.socketGroup, getgrnam(group) == nil, gid_t(group) == nil {
             return .failure(ConfigError("RELAY_SOCKET_GROUP", "no group named '\(group)' on this system; give an existing group name or numeric id"))
         }
-        return .success(config)
+        return .success((config, fileKeys))
     }
 
     private static func readFile(_ path: String) -> Result<String, ConfigError> {
@@ -103,7 +111,7 @@ struct Run: ParsableCommand {
     @OptionGroup var options: EnvironmentOptions
 
     func run() throws {
-        let config = options.loadConfig()
+        let (config, startFileKeys) = options.loadConfig()
         RelayLogHandler.setLevel(Logger.Level(rawValue: config.logLevel) ?? .info)
         let format: RelayLogHandler.Format = config.logFormat == .json ? .json : .text
         LoggingSystem.bootstrap { label in RelayLogHandler(label: label, format: format) }
@@ -144,7 +152,7 @@ struct Run: ParsableCommand {
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: queue)
         hup.setEventHandler {
             logger.notice("SIGHUP: reloading", metadata: ["env_file": "\(options.envFile ?? "none (environment only)")"])
-            switch options.reloadConfig() {
+            switch options.reloadConfig(startFileKeys: startFileKeys) {
             case .success(let new): server.reload(new)
             case .failure(let error): server.reloadFailed(error.description)
             }
@@ -166,7 +174,7 @@ struct CheckConfig: ParsableCommand {
     @OptionGroup var options: EnvironmentOptions
 
     func run() throws {
-        let config = options.loadConfig()
+        let config = options.loadConfig().config
         print("configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8)), local mode")
     }
 }
