@@ -11,7 +11,8 @@ import NIOPosix
 final class MetricsServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let channel: Channel
-    private let unixPath: String?
+    /// The Unix socket file we created, removed on stop; nil for TCP.
+    private let listener: UnixSocketListener?
 
     /// `snapshot` must complete on any loop with the relay's current state.
     static func start(address: String, metrics: RelayMetrics, logger: Logger,
@@ -26,34 +27,50 @@ final class MetricsServer: Sendable {
             }
         do {
             let channel: Channel
-            var unixPath: String?
+            var listener: UnixSocketListener?
             if address.hasPrefix("/") {
-                channel = try bootstrap.bind(unixDomainSocketPath: address, cleanupExistingSocketFile: true).wait()
-                unixPath = address
+                // The same care as the relay socket: a live endpoint is never taken over.
+                var unix = UnixSocketListener(path: address, mode: 0o660, group: nil, variable: "RELAY_METRICS_ADDR")
+                let bindPath = try unix.prepare()
+                do {
+                    channel = try unix.withBindUmask { try bootstrap.bind(unixDomainSocketPath: bindPath).wait() }
+                } catch {
+                    unix.abandon()
+                    throw error
+                }
+                try unix.publish(boundPath: bindPath)
+                listener = unix
             } else {
                 let colon = address.lastIndex(of: ":")!
                 var host = String(address[..<colon])
                 if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
                 let port = Int(address[address.index(after: colon)...])!
                 channel = try bootstrap.bind(host: host, port: port).wait()
+                if !["127.0.0.1", "::1", "localhost"].contains(host) && !host.hasPrefix("127.") {
+                    logger.warning("RELAY_METRICS_ADDR is not a loopback address: /metrics and /health are reachable from other hosts",
+                                   metadata: ["addr": "\(address)"])
+                }
             }
             logger.info("metrics and health endpoint listening", metadata: ["addr": "\(address)"])
-            return MetricsServer(group: group, channel: channel, unixPath: unixPath)
+            return MetricsServer(group: group, channel: channel, listener: listener)
+        } catch let error as UnixSocketListener.StartupError {
+            try? group.syncShutdownGracefully()
+            throw RelayServer.StartupError(description: error.description)
         } catch {
             try? group.syncShutdownGracefully()
-            throw RelayServer.StartupError(description: "RELAY_METRICS_ADDR: cannot listen on \(address): \(error)")
+            throw RelayServer.StartupError(description: "RELAY_METRICS_ADDR: cannot listen on \(address): \(describe(error))")
         }
     }
 
-    private init(group: MultiThreadedEventLoopGroup, channel: Channel, unixPath: String?) {
+    private init(group: MultiThreadedEventLoopGroup, channel: Channel, listener: UnixSocketListener?) {
         self.group = group
         self.channel = channel
-        self.unixPath = unixPath
+        self.listener = listener
     }
 
     func stop() {
         try? channel.close().wait()
-        if let unixPath { unlink(unixPath) }
+        listener?.remove()
         try? group.syncShutdownGracefully()
     }
 }
@@ -128,4 +145,12 @@ private final class MetricsHTTPHandler: ChannelInboundHandler {
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
+}
+
+/// A system error as a person reads it: `Address already in use`, not NIO's call-site dump.
+func describe(_ error: Error) -> String {
+    if let io = error as? IOError {
+        return String(cString: strerror(io.errnoCode))
+    }
+    return "\(error)"
 }

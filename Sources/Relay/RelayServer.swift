@@ -233,7 +233,7 @@ public final class RelayServer: Sendable {
             }
         } catch {
             listener.abandon()
-            throw StartupError(description: "RELAY_SOCKET: cannot listen on \(config.socketPath): \(error)")
+            throw StartupError(description: "RELAY_SOCKET: cannot listen on \(config.socketPath): \(describe(error))")
         }
         do {
             try listener.publish(boundPath: bindPath)

@@ -14,14 +14,17 @@ struct UnixSocketListener {
     let path: String
     let mode: UInt32
     let group: String?
+    /// The variable named in errors.
+    let variable: String
 
     /// Where to bind before the rename; nil when binding must happen at `path` directly.
     private(set) var stagingDirectory: String?
 
-    init(path: String, mode: UInt32, group: String?) {
+    init(path: String, mode: UInt32, group: String?, variable: String = "RELAY_SOCKET") {
         self.path = path
         self.mode = mode
         self.group = group
+        self.variable = variable
     }
 
     /// Checks the existing file and parent directory; returns the path to bind.
@@ -30,10 +33,10 @@ struct UnixSocketListener {
         var st = stat()
         if stat(directory, &st) != 0 {
             guard Self.makeDirectories(directory) else {
-                throw StartupError(description: "RELAY_SOCKET: cannot create directory \(directory): \(String(cString: strerror(errno)))")
+                throw StartupError(description: "\(variable): cannot create directory \(directory): \(String(cString: strerror(errno)))")
             }
         } else if (st.st_mode & S_IFMT) != S_IFDIR {
-            throw StartupError(description: "RELAY_SOCKET: \(directory) is not a directory")
+            throw StartupError(description: "\(variable): \(directory) is not a directory")
         }
         try removeStaleSocket()
 
@@ -79,7 +82,7 @@ struct UnixSocketListener {
                 let reason = String(cString: strerror(errno))
                 unlink(boundPath)
                 rmdir(staging)
-                throw StartupError(description: "RELAY_SOCKET: cannot move the socket to \(path): \(reason)")
+                throw StartupError(description: "\(variable): cannot move the socket to \(path): \(reason)")
             }
             rmdir(staging)
         }
@@ -102,13 +105,13 @@ struct UnixSocketListener {
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
-            throw StartupError(description: "RELAY_SOCKET: \(path) exists and is not a socket; refusing to replace it")
+            throw StartupError(description: "\(variable): \(path) exists and is not a socket; refusing to replace it")
         }
         if Self.someoneListens(at: path) {
-            throw StartupError(description: "RELAY_SOCKET: \(path) is in use by a running process (a connection to it succeeded); stop that process or choose another path")
+            throw StartupError(description: "\(variable): \(path) is in use by a running process (a connection to it succeeded); stop that process or choose another path")
         }
         guard unlink(path) == 0 || errno == ENOENT else {
-            throw StartupError(description: "RELAY_SOCKET: cannot remove stale socket \(path): \(String(cString: strerror(errno)))")
+            throw StartupError(description: "\(variable): cannot remove stale socket \(path): \(String(cString: strerror(errno)))")
         }
     }
 
