@@ -466,3 +466,36 @@ private func hello(proto: Int, id: Int) -> String {
         #expect(relay.stats.rejectedCommands == 1)
     }
 }
+
+/// `DEBUG SLEEP`, the watchdog test hook: refused unless enabled, then it calls the edge's sleep.
+@Suite struct DebugCommandTests {
+    @Test func refusedByDefault() {
+        let relay = Relay()
+        var slept: [Double] = []
+        relay.executor.debugSleep = { slept.append($0) }
+        #expect(relay.reply(TestClient(), "DEBUG", "SLEEP", "0")
+            == "-ERR DEBUG is disabled; set RELAY_ENABLE_DEBUG_COMMAND=yes to allow it (test setups only)\r\n")
+        #expect(slept.isEmpty)
+    }
+
+    @Test func sleepsWhenEnabledAndRejectsOtherForms() {
+        let relay = Relay()
+        var slept: [Double] = []
+        relay.executor.debugSleep = { slept.append($0) }
+        relay.executor.debugCommandEnabled = true
+        let client = TestClient()
+        #expect(relay.reply(client, "debug", "sleep", "0.25") == "+OK\r\n")
+        #expect(slept == [0.25])
+        #expect(relay.reply(client, "DEBUG", "SLEEP", "soon") == "-ERR value is not a valid float\r\n")
+        #expect(relay.reply(client, "DEBUG", "OBJECT", "x") == "-ERR the relay supports only DEBUG SLEEP <seconds>\r\n")
+        #expect(relay.reply(client, "DEBUG") == "-ERR wrong number of arguments for 'debug' command\r\n")
+        #expect(slept == [0.25])
+    }
+
+    @Test func commandListLeavesOutCommandsWithoutInfo() {
+        let relay = Relay()
+        let list = relay.reply(TestClient(), "COMMAND", "LIST")
+        #expect(list.contains("$7\r\npublish\r\n"))
+        #expect(!list.contains("debug"))
+    }
+}

@@ -226,3 +226,44 @@ private func configError(_ env: [String: String], isRoot: Bool = false) -> Confi
         }
     }
 }
+
+/// SIGHUP: which changes apply at once and which need a restart.
+@Suite struct ReloadPlanTests {
+    private func config(_ env: [String: String]) throws -> RelayConfig {
+        try RelayConfig.parse(environment: env, isRoot: false)
+    }
+
+    @Test func nothingChangedMeansAnEmptyPlan() throws {
+        let c = try config([:])
+        #expect(c.reloadPlan(to: c) == RelayConfig.ReloadPlan())
+    }
+
+    @Test func limitsAndLogLevelApplyOthersNeedARestart() throws {
+        let old = try config(["RELAY_LOG_LEVEL": "info"])
+        let new = try config([
+            "RELAY_LOG_LEVEL": "debug", "RELAY_MAX_MESSAGE_BYTES": "2kb",
+            "RELAY_CLIENT_BUFFER_LIMIT": "4mb 1mb 5", "RELAY_SOCKET_MODE": "0600",
+            "RELAY_METRICS_ADDR": "127.0.0.1:9999",
+        ])
+        let plan = old.reloadPlan(to: new)
+        #expect(plan.applied == [
+            "RELAY_LOG_LEVEL: info -> debug",
+            "RELAY_MAX_MESSAGE_BYTES: 1048576 -> 2048",
+            "RELAY_CLIENT_BUFFER_LIMIT: 33554432 8388608 60 -> 4194304 1048576 5",
+        ])
+        #expect(plan.needsRestart == ["RELAY_SOCKET_MODE", "RELAY_METRICS_ADDR"])
+
+        let applied = old.applyingReloadable(from: new)
+        #expect(applied.logLevel == "debug")
+        #expect(applied.maxMessageBytes == 2048)
+        #expect(applied.clientBufferLimit == .init(hardBytes: 4 << 20, softBytes: 1 << 20, softSeconds: 5))
+        #expect(applied.socketMode == old.socketMode, "a restart-only setting must not change on reload")
+        #expect(applied.metricsAddress == old.metricsAddress)
+    }
+
+    @Test func debugCommandSwitch() throws {
+        #expect(try config(["RELAY_ENABLE_DEBUG_COMMAND": "yes"]).debugCommandEnabled)
+        #expect(try !config([:]).debugCommandEnabled)
+        #expect(throws: ConfigError.self) { try config(["RELAY_ENABLE_DEBUG_COMMAND": "maybe"]) }
+    }
+}
