@@ -1,5 +1,5 @@
-/// The relay's counters, kept on the event loop that owns the clients; INFO and (later) the
-/// metrics endpoint read them.
+/// The relay's counters: plain integers on the event loop that owns the clients (no atomics on
+/// the hot path). INFO reads them there; `/metrics` reads a copy taken on that loop.
 public final class RelayStats {
     public var connectionsReceived = 0
     public var commandsProcessed = 0
