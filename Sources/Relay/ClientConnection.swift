@@ -124,9 +124,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
             guard let args = request else { return }
             if args.isEmpty { continue }
             reply.clear()
-            let unknownBefore = state.stats.unknownCommands
             let outcome = state.executor.execute(args, client: self, out: &reply)
-            if state.stats.unknownCommands != unknownBefore { logUnknownCommand(args[0]) }
             queue(reply)
             switch outcome {
             case .proceed:
@@ -143,7 +141,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     /// The first unknown command of a connection is logged at notice (an app expecting a full
     /// Redis, e.g. a data command sent to the relay); later ones at debug, so a looping client
     /// cannot flood the journal. All are counted.
-    private func logUnknownCommand(_ name: ByteBuffer) {
+    func logUnknownCommand(_ name: ByteBuffer) {
         let shown = String(decoding: name.readableBytesView.prefix(64), as: UTF8.self)
         let level: Logger.Level = loggedUnknownCommand ? .debug : .notice
         loggedUnknownCommand = true
@@ -232,7 +230,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     func flush() {
         // A client closed earlier in this tick may still sit in the flusher's list.
         // The local reference keeps the context usable even if the flush fails and closes it.
-        guard let context, !isClosing || wroteSinceFlush || pending != nil else { return }
+        guard let context else { return }
         writePending()
         guard wroteSinceFlush else { return }
         wroteSinceFlush = false

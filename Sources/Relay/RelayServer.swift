@@ -120,13 +120,13 @@ public final class RelayServer: Sendable {
         guard let notifier else { return }
         let loop = serverChannel.eventLoop
         let state = self.state
-        let status = (try? loop.submit { state.value.snapshot().statusLine }.wait()) ?? "serving"
+        let status = (try? loop.submit { state.value.statusLine }.wait()) ?? "serving"
         notifier.send("READY=1", "MAINPID=\(getpid())", "STATUS=\(status)")
         let interval = notifier.watchdogInterval
         loop.execute {
             let lastStatus = NIOLoopBoundBox(status, eventLoop: loop)
             loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-                let line = state.value.snapshot().statusLine
+                let line = state.value.statusLine
                 if line != lastStatus.value {
                     lastStatus.value = line
                     notifier.send("STATUS=\(line)")
@@ -163,7 +163,7 @@ public final class RelayServer: Sendable {
             for name in plan.needsRestart {
                 logger.warning("reload: \(name) changed; it takes effect only after a restart")
             }
-            return relay.snapshot().statusLine
+            return relay.statusLine
         }.wait()
         notifier?.send("READY=1", "STATUS=\(status ?? "serving")")
     }

@@ -18,7 +18,7 @@ struct RelaySnapshot: Sendable {
     var queryBufferDisconnects: Int
     var securityDisconnects: Int
 
-    var statusLine: String {
+    static func statusLine(isServing: Bool, clients: Int) -> String {
         "\(isServing ? "serving" : "stopping") \(clients) clients; redis: not configured; postgres: not configured"
     }
 

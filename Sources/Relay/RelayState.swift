@@ -35,6 +35,7 @@ final class RelayState {
         self.parserLimits = RequestParser.Limits(maxBulkLength: config.maxMessageBytes, maxArguments: config.maxArguments)
         executor.infoText = { [unowned self] sections in self.infoText(sections: sections) }
         executor.clientInfoLine = { [unowned self] client in self.clientInfoLine(client) }
+        executor.unknownCommand = { client, name in client.logUnknownCommand(name) }
         executor.debugCommandEnabled = config.debugCommandEnabled
         executor.debugSleep = { seconds in
             var remaining = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
@@ -51,7 +52,12 @@ final class RelayState {
         for client in clients.values { client.updateLimits(parserLimits) }
     }
 
-    /// The counters and state for `/metrics`, `/health` and the systemd status line.
+    /// The systemd STATUS= line, checked every second: cheap (no walk over the subscriptions).
+    var statusLine: String {
+        RelaySnapshot.statusLine(isServing: isServing, clients: clients.count)
+    }
+
+    /// The counters and state for `/metrics` and `/health`.
     func snapshot() -> RelaySnapshot {
         let totals = hub.registry.subscriptionTotals
         return RelaySnapshot(

@@ -19,6 +19,8 @@ struct UnixSocketListener {
 
     /// Where to bind before the rename; nil when binding must happen at `path` directly.
     private(set) var stagingDirectory: String?
+    /// The socket file we published (device, inode), so that exit removes only our own.
+    private var published: (dev_t, ino_t)?
 
     init(path: String, mode: UInt32, group: String?, variable: String = "RELAY_SOCKET") {
         self.path = path
@@ -65,7 +67,7 @@ struct UnixSocketListener {
     }
 
     /// Applies mode and group to the bound socket and moves it to its final path.
-    func publish(boundPath: String) throws {
+    mutating func publish(boundPath: String) throws {
         guard chmod(boundPath, mode_t(mode)) == 0 else {
             throw StartupError(description: "RELAY_SOCKET_MODE: chmod \(String(mode, radix: 8)) on \(boundPath) failed: \(String(cString: strerror(errno)))")
         }
@@ -86,6 +88,8 @@ struct UnixSocketListener {
             }
             rmdir(staging)
         }
+        var st = stat()
+        if lstat(path, &st) == 0 { published = (st.st_dev, st.st_ino) }
     }
 
     /// Removes the staging directory after a failed bind.
@@ -96,8 +100,11 @@ struct UnixSocketListener {
         }
     }
 
-    /// Removes the socket file on clean exit, if it is still ours (same inode we bound).
+    /// Removes the socket file on clean exit, if it is still ours (same inode we published):
+    /// a file someone put there since is left alone.
     func remove() {
+        var st = stat()
+        guard let (dev, ino) = published, lstat(path, &st) == 0, st.st_dev == dev, st.st_ino == ino else { return }
         unlink(path)
     }
 

@@ -21,6 +21,8 @@ public final class CommandExecutor<Client: RelayClient> {
     public var infoText: ([String]) -> String = { _ in "" }
     /// CLIENT INFO's line for a client (without the trailing newline).
     public var clientInfoLine: (Client) -> String = { _ in "" }
+    /// Told of each unknown command or subcommand (the edge logs it); the reply is already written.
+    public var unknownCommand: (Client, ByteBuffer) -> Void = { _, _ in }
     /// `RELAY_ENABLE_DEBUG_COMMAND`: whether `DEBUG SLEEP` is accepted.
     public var debugCommandEnabled = false
     /// Blocks the calling thread (`DEBUG SLEEP`); the edge passes the real sleep.
@@ -46,6 +48,7 @@ public final class CommandExecutor<Client: RelayClient> {
         guard let base = CommandTable.find(name, in: CommandTable.commands) else {
             stats.unknownCommands += 1
             writeError(&out, CommandTexts.unknownCommandText(args))
+            unknownCommand(client, args[0])
             return .proceed
         }
         var spec = base
@@ -53,6 +56,7 @@ public final class CommandExecutor<Client: RelayClient> {
             guard let sub = CommandTable.find(args[1].readableBytesView, in: base.subcommands) else {
                 stats.unknownCommands += 1
                 writeError(&out, CommandTexts.unknownSubcommandText(args))
+                unknownCommand(client, args[0])
                 return .proceed
             }
             spec = sub
@@ -62,15 +66,12 @@ public final class CommandExecutor<Client: RelayClient> {
             writeError(&out, Array("ERR wrong number of arguments for '\(spec.fullName)' command".utf8))
             return .proceed
         }
-        var session = client.session
-        session.lastCommand = spec.fullName
-        if session.inPubSubContext && session.resp == .resp2 && !spec.allowedWhenSubscribed {
-            client.session = session
+        client.session.lastCommand = spec.fullName
+        if client.session.inPubSubContext && client.session.resp == .resp2 && !spec.allowedWhenSubscribed {
             stats.rejectedCommands += 1
             writeError(&out, Array("ERR Can't execute '\(spec.fullName)': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context".utf8))
             return .proceed
         }
-        client.session = session
         return run(spec, args, client, &out)
     }
 

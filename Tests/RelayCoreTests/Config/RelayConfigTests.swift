@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import RelayCore
 
@@ -216,14 +217,31 @@ private func configError(_ env: [String: String], isRoot: Bool = false) -> Confi
 
     // MARK: Documented variables
 
-    @Test func everyVariableIsDocumentedOnce() {
-        let names = RelayConfig.variables.map(\.name)
+    @Test func everyVariableIsListedOnce() {
+        let names = RelayConfig.variables
         #expect(Set(names).count == names.count)
         for required in ["RELAY_SOCKET", "RELAY_SOCKET_MODE", "RELAY_SOCKET_GROUP", "REDIS_URL", "DATABASE_URL",
                          "RELAY_PG_CHANNELS", "RELAY_PG_PREFIX", "RELAY_NAMESPACE", "RELAY_MAX_MESSAGE_BYTES",
                          "RELAY_CLIENT_BUFFER_LIMIT", "RELAY_METRICS_ADDR", "RELAY_LOG_LEVEL", "RELAY_LOG_FORMAT"] {
             #expect(names.contains(required), "\(required)")
         }
+    }
+
+    /// The shipped env file documents exactly the variables the relay reads, each as a commented
+    /// `#NAME=default` line, and those defaults are the code's: uncommenting every line changes
+    /// nothing (as root, where the socket default is /run/pubsub-relay/relay.sock).
+    @Test func shippedEnvFileDocumentsEveryVariableWithTheCodesDefault() throws {
+        let url = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("systemd/pubsub-relay.env")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        let documented = text.split(separator: "\n")
+            .filter { $0.hasPrefix("#") && $0.dropFirst().contains("=") && $0.dropFirst().first?.isUppercase == true }
+            .map { String($0.dropFirst()) }
+        let assignments = try EnvFile.parse(documented.joined(separator: "\n"))
+        #expect(assignments.map(\.key).sorted() == RelayConfig.variables.sorted())
+        let env = Dictionary(uniqueKeysWithValues: assignments.map { ($0.key, $0.value) })
+        #expect(try RelayConfig.parse(environment: env, isRoot: true) == RelayConfig.parse(environment: [:], isRoot: true))
     }
 }
 
