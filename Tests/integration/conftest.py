@@ -119,12 +119,22 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def require_tool(name: str, install_hint: str) -> str:
+    """The path of `name` on PATH, or a skip saying how to install it."""
+    path = shutil.which(name)
+    if not path:
+        pytest.skip("%s not installed (%s)" % (name, install_hint))
+    return path
+
+
 @pytest.fixture(scope="session")
 def redis_server_binary() -> str:
-    path = shutil.which("redis-server")
-    if not path:
-        pytest.skip("redis-server not installed (apt-get install redis-server)")
-    return path
+    return require_tool("redis-server", "apt-get install redis-server")
+
+
+@pytest.fixture(scope="session")
+def redis_cli() -> str:
+    return require_tool("redis-cli", "apt-get install redis-tools")
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,18 @@
 relay it launches itself must complete with no lost message. (Numbers from a debug build mean
 nothing; the measured ratios come from a release build, see the README.)"""
 import os
-import shutil
 import subprocess
 
 import pytest
+
+from conftest import require_tool
 
 
 def test_relay_bench_quick_run_is_valid(relay_binary):
     bench = os.path.join(os.path.dirname(relay_binary), "relay-bench")
     if not os.path.exists(bench):
         pytest.skip(f"relay-bench not built next to {relay_binary} (scripts/test builds it)")
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
+    require_tool("redis-server", "apt-get install redis-server")
     run = subprocess.run(
         [bench, "--quick", "--relay", relay_binary, "--scenarios", "fanout_100,pattern_1000,latency"],
         capture_output=True, text=True, timeout=120)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import select
-import shutil
 import signal
 import subprocess
 import time
@@ -17,14 +16,6 @@ import resputil
 from resputil import Conn
 
 redis = pytest.importorskip("redis", reason="redis-py not installed (pip install redis)")
-
-
-@pytest.fixture(scope="module")
-def redis_cli():
-    path = shutil.which("redis-cli")
-    if not path:
-        pytest.skip("redis-cli not installed (apt-get install redis-tools)")
-    return path
 
 
 def wait_numsub(sock: str, channel: str, n: int, timeout: float = 5.0):

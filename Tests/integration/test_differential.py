@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from resputil import Conn, cmd as c, frame_end, parse1, split_frames
+from resputil import Conn, cmd as c, frame_end, parse1
 
 # ---- the script language -------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import socket
 import stat
@@ -24,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import Relay, relay_env, short_tmpdir
+from conftest import Relay, relay_env, require_tool, short_tmpdir
 from resputil import Conn, cmd, parse1, split_frames
 
 EX_CONFIG = 78
@@ -351,6 +350,7 @@ def test_sigterm_sends_stopping_first(relay_factory, notify_factory):
         still_running = relay.proc.poll() is None
         rc = wait_exit(relay.proc, SHUTDOWN_FLUSH_BOUND + EXIT_MARGIN, relay.stderr())
         t_exit = time.monotonic()
+        socket_removed = not os.path.exists(relay.socket)
     finally:
         stuck.close()
         pub.close()
@@ -359,6 +359,7 @@ def test_sigterm_sends_stopping_first(relay_factory, notify_factory):
     assert still_running, "the relay had already exited when STOPPING=1 was seen"
     assert got[1] - t_sig < 1.0
     assert rc == 0
+    assert socket_removed, "the relay left its socket file behind"
     statuses = [notify_fields(t).get("STATUS", "") for _, t in listener.snapshot()[hit[0] + 1:]]
     assert any(s.startswith("stopping") for s in statuses), "no STATUS=stopping; datagrams:\n%s" % dump(listener)
 
@@ -433,18 +434,7 @@ def test_debug_bad_value_rejected(relay_factory):
 
 @pytest.fixture(scope="module")
 def socket_activate():
-    path = shutil.which("systemd-socket-activate")
-    if not path:
-        pytest.skip("systemd-socket-activate not installed (it ships with systemd)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def redis_cli():
-    path = shutil.which("redis-cli")
-    if not path:
-        pytest.skip("redis-cli not installed (apt-get install redis-tools)")
-    return path
+    return require_tool("systemd-socket-activate", "it ships with systemd")
 
 
 def test_socket_activation(own_relays, relay_binary, socket_activate, redis_cli):
@@ -691,9 +681,7 @@ def test_metrics_families_and_types(metrics_relay, prom_parser, kind):
 
 
 def test_metrics_unix_socket_with_curl(metrics_relay):
-    curl = shutil.which("curl")
-    if not curl:
-        pytest.skip("curl not installed")
+    curl = require_tool("curl", "apt-get install curl")
     relay, addr = metrics_relay("unix")
     res = subprocess.run([curl, "-sS", "--max-time", "5", "--unix-socket", addr, "-w", "\n%{http_code}",
                           "http://localhost/metrics"], capture_output=True, text=True, timeout=10)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PACKAGE_ROOT, relay_env, short_tmpdir, stop_pid, wait_accepting
+from conftest import PACKAGE_ROOT, relay_env, require_tool, short_tmpdir, stop_pid, wait_accepting
 
 SYSTEMD_DIR = PACKAGE_ROOT / "systemd"
 SERVICE = SYSTEMD_DIR / "pubsub-relay.service"
@@ -58,10 +58,7 @@ EX_CONFIG = 78
 
 @pytest.fixture(scope="module")
 def systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if not path:
-        pytest.skip("systemd-analyze not installed (apt-get install systemd)")
-    return path
+    return require_tool("systemd-analyze", "apt-get install systemd")
 
 
 def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -507,9 +504,7 @@ def test_relay_system_calls_and_writes_strace(systemd_analyze, relay_binary):
     """Diagnostic companion of the sandbox test, by strace: names every system call outside the
     unit's filter, checks the relay writes files only in its socket's directory (all that
     ProtectSystem=strict leaves it: the RuntimeDirectory) and never asks for W+X memory."""
-    strace = shutil.which("strace")
-    if not strace:
-        pytest.skip("strace not installed (apt-get install strace)")
+    strace = require_tool("strace", "apt-get install strace")
     d = short_tmpdir("rit-sd-")
     run_dir = os.path.join(d, "run")
     os.mkdir(run_dir, 0o750)
