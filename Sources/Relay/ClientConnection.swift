@@ -38,6 +38,15 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     var isQueuedForFlush = false
     /// No more input is read and nothing more is queued (QUIT, protocol error, limits).
     private(set) var isClosing = false
+    /// Output held behind replies that come from upstream (PUBLISH, confirmations).
+    private var deferred = DeferredReplies()
+    /// Input is not processed while too many upstream replies are outstanding.
+    private var pausedForUpstream = false
+    /// QUIT or a protocol error arrived while replies were outstanding: close once they are in.
+    private var closeWhenDrained = false
+    /// Upstream replies outstanding past which the client's input is paused (backpressure for
+    /// a pipelining publisher when Redis is slow).
+    static let maxOutstandingUpstreamReplies = 4096
     /// When the output buffer first went over the soft limit (Redis's `obuf_soft_limit_reached_time`).
     private var softLimitSince: NIODeadline?
     let connectedAt = NIODeadline.now()
@@ -71,6 +80,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
         isClosing = true
         pending = nil
         query = nil
+        deferred.removeAll()
         state.clientDisconnected(self)
     }
 
@@ -114,6 +124,10 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
 
     private func process(_ buffer: inout ByteBuffer) {
         while !isClosing {
+            if deferred.pendingSlots >= Self.maxOutstandingUpstreamReplies {
+                pauseForUpstream()
+                return
+            }
             let request: [ByteBuffer]?
             do {
                 request = try parser.next(from: &buffer)
@@ -147,6 +161,45 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
         loggedUnknownCommand = true
         state.logger.log(level: level, "unknown command (the relay carries pub/sub only)",
                          metadata: ["client": "\(session.id)", "command": "\(shown)"])
+    }
+
+    // MARK: Upstream replies
+
+    /// A place in this client's output for a reply that upstream will give.
+    func reserveReplySlot() -> ReplySlot {
+        deferred.reserve()
+    }
+
+    /// Upstream filled one of this client's slots: whatever is now in order goes out.
+    func upstreamReplied() {
+        guard context != nil else { return }
+        deferred.drain { buffer in
+            buffer.withUnsafeReadableBytes { appendDirect($0) }
+        }
+        if deferred.isActive { return }
+        if closeWhenDrained {
+            closeWhenDrained = false
+            closeAfterFlush()
+        } else if pausedForUpstream {
+            resumeAfterUpstream()
+        }
+    }
+
+    private func pauseForUpstream() {
+        guard !pausedForUpstream, let context else { return }
+        pausedForUpstream = true
+        context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+    }
+
+    private func resumeAfterUpstream() {
+        pausedForUpstream = false
+        guard let context, !isClosing else { return }
+        context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+        if var buffered = query {
+            query = nil
+            process(&buffered)
+            keepUnparsed(buffered)
+        }
     }
 
     private func keepUnparsed(_ buffer: ByteBuffer) {
@@ -183,7 +236,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
             state.stats.droppedFrames += 1
             return
         }
-        if bytes.count <= Self.copyThreshold {
+        if bytes.count <= Self.copyThreshold || deferred.isActive {
             append(bytes)
         } else {
             guard let context else { return }
@@ -202,6 +255,28 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
 
     @inline(__always)
     private func append(_ bytes: UnsafeRawBufferPointer) {
+        if deferred.isActive {
+            holdBehindUpstream(bytes)
+        } else {
+            appendDirect(bytes)
+        }
+    }
+
+    /// Output queued behind a pending upstream reply counts against the hard output limit too.
+    private func holdBehindUpstream(_ bytes: UnsafeRawBufferPointer) {
+        deferred.append(bytes)
+        let hard = state.config.clientBufferLimit.hardBytes
+        if hard > 0 && deferred.heldBytes >= hard && !isClosing {
+            state.stats.slowConsumerDisconnects += 1
+            state.logger.warning(
+                "closing subscriber: output held behind upstream replies passed the hard RELAY_CLIENT_BUFFER_LIMIT",
+                metadata: ["client": "\(session.id)", "held": "\(deferred.heldBytes)", "hard": "\(hard)"])
+            close()
+        }
+    }
+
+    @inline(__always)
+    private func appendDirect(_ bytes: UnsafeRawBufferPointer) {
         if pending == nil {
             pending = Self.allocator.buffer(capacity: max(batchSizeHint, bytes.count))
         }
@@ -276,6 +351,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     private func close() {
         isClosing = true
         pending = nil
+        deferred.removeAll()
         context?.close(promise: nil)
     }
 
@@ -291,6 +367,11 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     func closeAfterFlush() {
         guard let context else { return }
         isClosing = true
+        if deferred.isActive {
+            // Replies still due from upstream come first (they are bounded by its deadline).
+            closeWhenDrained = true
+            return
+        }
         writePending()
         let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: done)

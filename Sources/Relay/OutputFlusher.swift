@@ -42,8 +42,9 @@ final class OutputFlusher {
             client.flush()
         }
         spare.removeAll(keepingCapacity: true)
-        if stats.messagesPublished != publishedAtLastFlush {
-            publishedAtLastFlush = stats.messagesPublished
+        let taken = stats.messagesPublished + stats.messagesFromRedis
+        if taken != publishedAtLastFlush {
+            publishedAtLastFlush = taken
             recordDeliveryLatency?(.now() - tickStarted)
         }
     }

@@ -30,6 +30,9 @@ public final class RelayMetrics: Sendable {
     private let reconnectsRedis: Prometheus.Counter
     private let reconnectsPostgres: Prometheus.Counter
     private let leader: Prometheus.Gauge
+    private let gapsRedis: Prometheus.Counter
+    private let gapsPostgres: Prometheus.Counter
+    private let unconfirmedPublishes: Prometheus.Counter
     /// Time from handling a publish to handing the tick's batch to the kernel.
     let deliveryLatency: DurationHistogram
     private let protocolErrors: [String: Prometheus.Counter]
@@ -64,6 +67,12 @@ public final class RelayMetrics: Sendable {
         let rcHelp = "Upstream reconnects."
         reconnectsRedis = registry.makeCounter(name: p + "upstream_reconnects_total", labels: [("upstream", "redis")], help: rcHelp)
         reconnectsPostgres = registry.makeCounter(name: p + "upstream_reconnects_total", labels: [("upstream", "postgres")], help: rcHelp)
+        let gHelp = "Upstream outages survived (each logged with its duration); what other relays sent meanwhile was not delivered here."
+        gapsRedis = registry.makeCounter(name: p + "upstream_gaps_total", labels: [("upstream", "redis")], help: gHelp)
+        gapsPostgres = registry.makeCounter(name: p + "upstream_gaps_total", labels: [("upstream", "postgres")], help: gHelp)
+        unconfirmedPublishes = registry.makeCounter(
+            name: p + "redis_unconfirmed_publishes_total",
+            help: "PUBLISHes in flight when the Redis publisher connection dropped: answered 0 and not delivered locally.")
         protocolErrors = Dictionary(uniqueKeysWithValues: ProtocolError.allReasons.map { reason in
             (reason, registry.makeCounter(name: p + "protocol_errors_total", labels: [("reason", reason)],
                                           help: "Protocol errors (each closed its client), by reason."))
@@ -82,6 +91,7 @@ public final class RelayMetrics: Sendable {
         clients.set(Double(s.clients))
         channelSubscriptions.set(Double(s.channelSubscriptions))
         patternSubscriptions.set(Double(s.patternSubscriptions))
+        upstreamUpRedis.set(Double(s.redis?.forwarding == true ? 1 : 0))
         exported.withLockedValue { seen in
             func advance(_ counter: Prometheus.Counter, _ key: String, _ value: Int) {
                 let delta = value - seen[key, default: 0]
@@ -91,7 +101,13 @@ public final class RelayMetrics: Sendable {
             advance(connections, "connections", s.connectionsTotal)
             advance(commands, "commands", s.commandsTotal)
             advance(messagesLocal, "messages_local", s.messagesPublished)
+            advance(messagesRedis, "messages_redis", s.messagesFromRedis)
             advance(deliveries, "deliveries", s.deliveries)
+            if let r = s.redis {
+                advance(reconnectsRedis, "reconnects_redis", r.reconnects)
+                advance(gapsRedis, "gaps_redis", r.gaps)
+                advance(unconfirmedPublishes, "unconfirmed_publishes", r.unconfirmedPublishes)
+            }
             advance(dropped, "dropped", s.droppedFrames)
             advance(disconnectsSlow, "slow", s.slowConsumerDisconnects)
             advance(disconnectsProtocol, "protocol", s.protocolErrors.values.reduce(0, +))

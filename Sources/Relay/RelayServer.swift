@@ -85,11 +85,15 @@ public final class RelayServer: Sendable {
                 }
             }
 
-            try loop.submit { state.value.isServing = true }.wait()
+            try loop.submit {
+                state.value.isServing = true
+                state.value.backplane?.start()
+            }.wait()
             logger.info("serving", metadata: [
                 "socket": "\(socketPath)", "activated": "\(activated != nil)",
                 "mode": "\(activated == nil ? String(config.socketMode, radix: 8) : "from systemd")",
-                "max_message_bytes": "\(config.maxMessageBytes)", "backplane": "none (local mode)",
+                "max_message_bytes": "\(config.maxMessageBytes)",
+                "backplane": "\(config.redisURL.map { $0.redacted } ?? "none (local mode)")",
             ])
             let server = RelayServer(group: group, state: state, serverChannel: channel, listener: listener,
                                      logger: logger, notifier: notifier, metricsServer: metricsServer)
@@ -211,6 +215,7 @@ public final class RelayServer: Sendable {
         }
         try? drained.wait()
         timeout.cancel()
+        try? loop.submit { state.value.backplane?.stop() }.wait()
         metricsServer?.stop()
         try? group.syncShutdownGracefully()
         logger.info("stopped")

@@ -9,6 +9,7 @@ struct RelaySnapshot: Sendable {
     var channelSubscriptions: Int
     var patternSubscriptions: Int
     var messagesPublished: Int
+    var messagesFromRedis: Int
     var deliveries: Int
     var droppedFrames: Int
     var unknownCommands: Int
@@ -17,15 +18,26 @@ struct RelaySnapshot: Sendable {
     var slowConsumerDisconnects: Int
     var queryBufferDisconnects: Int
     var securityDisconnects: Int
+    /// nil when no backplane is configured.
+    var redis: RedisLinkStatus?
 
-    static func statusLine(isServing: Bool, clients: Int) -> String {
-        "\(isServing ? "serving" : "stopping") \(clients) clients; redis: not configured; postgres: not configured"
+    /// `redis`: nil when not configured, else whether it is up (forwarding).
+    static func statusLine(isServing: Bool, clients: Int, redis: Bool?) -> String {
+        let backplane = redis.map { $0 ? "up" : "degraded" } ?? "not configured"
+        return "\(isServing ? "serving" : "stopping") \(clients) clients; redis: \(backplane); postgres: not configured"
     }
 
     /// `/health`'s body.
     var healthJSON: String {
-        "{\"status\":\"\(isServing ? "serving" : "stopping")\",\"clients\":\(clients),"
+        "{\"status\":\"\(isServing ? "serving" : "stopping")\",\"degraded\":\(redis.map { !$0.forwarding } ?? false),\"clients\":\(clients),"
             + "\"socket\":\(RelayLogHandler.jsonString(socketPath)),"
-            + "\"upstreams\":{\"redis\":\"not configured\",\"postgres\":\"not configured\"}}"
+            + "\"upstreams\":{\"redis\":\(redisJSON),\"postgres\":\"not configured\"}}"
+    }
+
+    private var redisJSON: String {
+        guard let r = redis else { return "\"not configured\"" }
+        return "{\"state\":\"\(r.state)\",\"subscriber\":\"\(r.subscriber)\",\"publisher\":\"\(r.publisher)\","
+            + "\"degraded_seconds\":\(r.degradedSeconds.map { UpstreamRedisLink.format($0) } ?? "0"),"
+            + "\"reconnects\":\(r.reconnects),\"last_error\":\(RelayLogHandler.jsonString(r.lastError))}"
     }
 }

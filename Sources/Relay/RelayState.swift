@@ -24,6 +24,8 @@ final class RelayState {
     /// Set when the server stops accepting; /health and INFO report it.
     var isServing = false
     let socketPath: String
+    /// The Redis backplane when `REDIS_URL` is set (started by the server once it serves).
+    private(set) var backplane: UpstreamRedisLink?
 
     init(config: RelayConfig, socketPath: String, eventLoop: EventLoop, logger: Logger) {
         self.config = config
@@ -42,6 +44,11 @@ final class RelayState {
             var left = timespec()
             while nanosleep(&remaining, &left) != 0 && errno == EINTR { remaining = left }
         }
+        if let url = config.redisURL {
+            let link = UpstreamRedisLink(url: url, config: config, state: self, eventLoop: eventLoop)
+            backplane = link
+            executor.backplane = link
+        }
     }
 
     /// Applies a reloaded configuration's reloadable settings to the relay and every client.
@@ -54,7 +61,7 @@ final class RelayState {
 
     /// The systemd STATUS= line, checked every second: cheap (no walk over the subscriptions).
     var statusLine: String {
-        RelaySnapshot.statusLine(isServing: isServing, clients: clients.count)
+        RelaySnapshot.statusLine(isServing: isServing, clients: clients.count, redis: backplane?.isForwarding)
     }
 
     /// The counters and state for `/metrics` and `/health`.
@@ -64,11 +71,13 @@ final class RelayState {
             isServing: isServing, socketPath: socketPath, clients: clients.count,
             connectionsTotal: stats.connectionsReceived, commandsTotal: stats.commandsProcessed,
             channelSubscriptions: totals.channels, patternSubscriptions: totals.patterns,
-            messagesPublished: stats.messagesPublished, deliveries: stats.deliveries,
+            messagesPublished: stats.messagesPublished, messagesFromRedis: stats.messagesFromRedis,
+            deliveries: stats.deliveries,
             droppedFrames: stats.droppedFrames, unknownCommands: stats.unknownCommands,
             rejectedCommands: stats.rejectedCommands, protocolErrors: stats.protocolErrors,
             slowConsumerDisconnects: stats.slowConsumerDisconnects,
-            queryBufferDisconnects: stats.queryBufferDisconnects, securityDisconnects: stats.securityDisconnects)
+            queryBufferDisconnects: stats.queryBufferDisconnects, securityDisconnects: stats.securityDisconnects,
+            redis: backplane?.status)
     }
 
     func makeClient() -> ClientConnection {
@@ -82,7 +91,7 @@ final class RelayState {
     }
 
     func clientDisconnected(_ client: ClientConnection) {
-        hub.registry.removeAll(client)
+        executor.clientClosed(client)
         clients[ObjectIdentifier(client)] = nil
     }
 
@@ -123,7 +132,7 @@ final class RelayState {
             "redis_version:\(CommandExecutor<ClientConnection>.compatibleRedisVersion)",
             "relay_version:\(RelayVersion.current)",
             "redis_mode:standalone",
-            "relay_mode:local",
+            "relay_mode:\(backplane == nil ? "local" : "backplane")",
             "os:\(field(uts.sysname)) \(field(uts.release)) \(field(uts.machine))",
             "arch_bits:\(MemoryLayout<Int>.size * 8)",
             "process_id:\(getpid())",
@@ -145,11 +154,32 @@ final class RelayState {
     }
 
     private func upstreamsSection() -> [String] {
-        [
-            "# Upstreams",
-            "redis_backplane:disabled",
-            "postgres_bridge:disabled",
-        ]
+        var lines = ["# Upstreams"]
+        if let status = backplane?.status {
+            lines += [
+                "redis_backplane:enabled",
+                "redis_url:\(status.url)",
+                "redis_relay_id:\(status.relayID)",
+                "redis_state:\(status.state)",
+                "redis_subscriber_link:\(status.subscriber)",
+                "redis_publisher_link:\(status.publisher)",
+                "redis_degraded:\(status.forwarding ? 0 : 1)",
+                "redis_degraded_since:\(status.degradedSinceUnixMilliseconds.map { "\($0 / 1000).\(String(1000 + $0 % 1000).dropFirst())" } ?? "")",
+                "redis_degraded_seconds:\(status.degradedSeconds.map { UpstreamRedisLink.format($0) } ?? "0")",
+                "redis_reconnects:\(status.reconnects)",
+                "redis_gaps:\(status.gaps)",
+                "redis_gap_seconds_total:\(UpstreamRedisLink.format(status.gapSecondsTotal))",
+                "redis_last_error:\(status.lastError)",
+                "redis_upstream_channels:\(status.upstreamChannels)",
+                "redis_upstream_patterns:\(status.upstreamPatterns)",
+                "redis_pending_confirmations:\(status.pendingConfirmations)",
+                "redis_unconfirmed_publishes:\(status.unconfirmedPublishes)",
+            ]
+        } else {
+            lines.append("redis_backplane:disabled")
+        }
+        lines.append("postgres_bridge:disabled")
+        return lines
     }
 
     private func statsSection() -> [String] {
@@ -160,6 +190,7 @@ final class RelayState {
             "pubsub_channels:\(hub.registry.channelCount)",
             "pubsub_patterns:\(hub.registry.patternCount)",
             "messages_published:\(stats.messagesPublished)",
+            "messages_from_redis:\(stats.messagesFromRedis)",
             "messages_delivered:\(stats.deliveries)",
             "unknown_commands:\(stats.unknownCommands)",
             "rejected_commands:\(stats.rejectedCommands)",

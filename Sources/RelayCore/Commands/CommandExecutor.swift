@@ -27,6 +27,8 @@ public final class CommandExecutor<Client: RelayClient> {
     public var debugCommandEnabled = false
     /// Blocks the calling thread (`DEBUG SLEEP`); the edge passes the real sleep.
     public var debugSleep: (Double) -> Void = { _ in }
+    /// The Redis backplane, when `REDIS_URL` is set; nil in local mode.
+    public var backplane: (any Backplane<Client>)?
 
     public init(hub: PubSubHub<Client>) {
         self.hub = hub
@@ -81,17 +83,28 @@ public final class CommandExecutor<Client: RelayClient> {
         let v = client.session.resp
         switch spec.handler {
         case .publish:
-            let n = hub.publish(channel: args[1], payload: args[2])
-            out.writeRESPInteger(n)
+            if let backplane, backplane.isForwarding {
+                stats.messagesPublished += 1
+                backplane.publish(channel: args[1], payload: args[2], from: client)
+            } else {
+                let n = hub.publish(channel: args[1], payload: args[2])
+                out.writeRESPInteger(n)
+            }
         case .subscribe:
             for channel in args.dropFirst() {
-                _ = registry.subscribe(client, channel: channel)
+                let change = registry.subscribe(client, channel: channel)
+                if let backplane, case .added(let first) = change {
+                    backplane.subscriptionAdded(.channel, channel, first: first, by: client)
+                }
                 PubSubFrames.confirmation("subscribe", name: channel, count: registry.subscriptionCount(of: client), v, into: &out)
             }
             client.session.inPubSubContext = true
         case .psubscribe:
             for pattern in args.dropFirst() {
-                _ = registry.psubscribe(client, pattern: pattern)
+                let change = registry.psubscribe(client, pattern: pattern)
+                if let backplane, case .added(let first) = change {
+                    backplane.subscriptionAdded(.pattern, pattern, first: first, by: client)
+                }
                 PubSubFrames.confirmation("psubscribe", name: pattern, count: registry.subscriptionCount(of: client), v, into: &out)
             }
             client.session.inPubSubContext = true
@@ -99,8 +112,9 @@ public final class CommandExecutor<Client: RelayClient> {
             if args.count == 1 {
                 let removed = registry.unsubscribeAllChannels(client)
                 var count = registry.subscriptionCount(of: client) + removed.count
-                for (channel, _) in removed {
+                for (channel, last) in removed {
                     count -= 1
+                    backplane?.subscriptionRemoved(.channel, channel, last: last)
                     PubSubFrames.confirmation("unsubscribe", name: channel, count: count, v, into: &out)
                 }
                 if removed.isEmpty {
@@ -108,7 +122,9 @@ public final class CommandExecutor<Client: RelayClient> {
                 }
             } else {
                 for channel in args.dropFirst() {
-                    _ = registry.unsubscribe(client, channel: channel)
+                    if case .removed(let last) = registry.unsubscribe(client, channel: channel) {
+                        backplane?.subscriptionRemoved(.channel, channel, last: last)
+                    }
                     PubSubFrames.confirmation("unsubscribe", name: channel, count: registry.subscriptionCount(of: client), v, into: &out)
                 }
             }
@@ -117,8 +133,9 @@ public final class CommandExecutor<Client: RelayClient> {
             if args.count == 1 {
                 let removed = registry.punsubscribeAllPatterns(client)
                 var count = registry.subscriptionCount(of: client) + removed.count
-                for (pattern, _) in removed {
+                for (pattern, last) in removed {
                     count -= 1
+                    backplane?.subscriptionRemoved(.pattern, pattern, last: last)
                     PubSubFrames.confirmation("punsubscribe", name: pattern, count: count, v, into: &out)
                 }
                 if removed.isEmpty {
@@ -126,7 +143,9 @@ public final class CommandExecutor<Client: RelayClient> {
                 }
             } else {
                 for pattern in args.dropFirst() {
-                    _ = registry.punsubscribe(client, pattern: pattern)
+                    if case .removed(let last) = registry.punsubscribe(client, pattern: pattern) {
+                        backplane?.subscriptionRemoved(.pattern, pattern, last: last)
+                    }
                     PubSubFrames.confirmation("punsubscribe", name: pattern, count: registry.subscriptionCount(of: client), v, into: &out)
                 }
             }
@@ -139,8 +158,7 @@ public final class CommandExecutor<Client: RelayClient> {
             out.writeRESPSimpleString("OK")
             return .closeAfterReply
         case .reset:
-            _ = registry.unsubscribeAllChannels(client)
-            _ = registry.punsubscribeAllPatterns(client)
+            dropSubscriptions(of: client)
             client.session.resp = .resp2
             client.session.db = 0
             client.session.name = nil
@@ -199,28 +217,65 @@ public final class CommandExecutor<Client: RelayClient> {
                 writeError(&out, CommandTexts.subcommandSyntaxText(args))
                 return .proceed
             }
-            let pattern = args.count == 3 ? Array(args[2].readableBytesView) : nil
-            var names: [ByteBuffer] = []
-            if spec.handler == .pubsubChannels {
-                for channel in registry.activeChannels {
-                    if let pattern, !GlobMatcher.matches(pattern: pattern, string: channel.readableBytesView) { continue }
-                    names.append(channel)
-                }
+            guard spec.handler == .pubsubChannels else {
+                out.writeRESPArrayHeader(0)
+                return .proceed
             }
-            out.writeRESPArrayHeader(names.count)
-            for name in names { out.writeRESPBulk(name) }
-        case .pubsubNumsub, .pubsubShardNumsub:
+            let query = PubSubQuery.channels(pattern: args.count == 3 ? args[2] : nil)
+            if backplane?.answer(query, for: client) != true { writeLocalAnswer(query, v, into: &out) }
+        case .pubsubNumsub:
+            let query = PubSubQuery.numsub(Array(args.dropFirst(2)))
+            if args.count == 2 || backplane?.answer(query, for: client) != true { writeLocalAnswer(query, v, into: &out) }
+        case .pubsubShardNumsub:
             out.writeRESPArrayHeader((args.count - 2) * 2)
             for channel in args.dropFirst(2) {
                 out.writeRESPBulk(channel)
-                out.writeRESPInteger(spec.handler == .pubsubNumsub ? registry.numberOfSubscribers(channel: channel) : 0)
+                out.writeRESPInteger(0)
             }
         case .pubsubNumpat:
-            out.writeRESPInteger(registry.patternCount)
+            if backplane?.answer(.numpat, for: client) != true { writeLocalAnswer(.numpat, v, into: &out) }
         case .pubsubHelp:
             writeHelp(args, CommandTexts.pubsubHelp, &out)
         }
         return .proceed
+    }
+
+    /// A PUBSUB answer from this relay's registry alone (local mode, degraded mode, or when the
+    /// backplane cannot answer).
+    public func writeLocalAnswer(_ query: PubSubQuery, _ version: RESPVersion, into out: inout ByteBuffer) {
+        switch query {
+        case .channels(let pattern):
+            let patternBytes = pattern.map { Array($0.readableBytesView) }
+            var names: [ByteBuffer] = []
+            for channel in registry.activeChannels {
+                if let patternBytes, !GlobMatcher.matches(pattern: patternBytes, string: channel.readableBytesView) { continue }
+                names.append(channel)
+            }
+            out.writeRESPArrayHeader(names.count)
+            for name in names { out.writeRESPBulk(name) }
+        case .numsub(let channels):
+            out.writeRESPArrayHeader(channels.count * 2)
+            for channel in channels {
+                out.writeRESPBulk(channel)
+                out.writeRESPInteger(registry.numberOfSubscribers(channel: channel))
+            }
+        case .numpat:
+            out.writeRESPInteger(registry.patternCount)
+        }
+    }
+
+    /// A client leaves (disconnect): its subscriptions are dropped, upstream ones released.
+    public func clientClosed(_ client: Client) {
+        dropSubscriptions(of: client)
+    }
+
+    private func dropSubscriptions(of client: Client) {
+        for (channel, last) in registry.unsubscribeAllChannels(client) {
+            backplane?.subscriptionRemoved(.channel, channel, last: last)
+        }
+        for (pattern, last) in registry.punsubscribeAllPatterns(client) {
+            backplane?.subscriptionRemoved(.pattern, pattern, last: last)
+        }
     }
 
     private func leavePubSubContextIfIdle(_ client: Client) {

@@ -13,7 +13,12 @@ public struct RelayConfig: Sendable, Equatable {
     public var socketPath: String
     public var socketMode: UInt32 = 0o660
     public var socketGroup: String?
-    public var redisURL: String?
+    /// The Redis backplane; nil = local mode.
+    public var redisURL: RedisURL?
+    /// Deadline for connecting to Redis, its handshake, and each PING on the subscriber link.
+    public var redisTimeoutMilliseconds = 3000
+    /// Cap of the reconnect backoff (exponential from 50 ms, with jitter).
+    public var redisBackoffMaxMilliseconds = 5000
     public var databaseURL: String?
     public var pgChannels: [String] = []
     public var pgPrefix = ""
@@ -40,6 +45,7 @@ public struct RelayConfig: Sendable, Equatable {
         "RELAY_PG_CHANNELS", "RELAY_PG_PREFIX", "RELAY_NAMESPACE", "RELAY_MAX_MESSAGE_BYTES",
         "RELAY_MAX_ARGUMENTS", "RELAY_QUERY_BUFFER_LIMIT", "RELAY_CLIENT_BUFFER_LIMIT",
         "RELAY_METRICS_ADDR", "RELAY_LOG_LEVEL", "RELAY_LOG_FORMAT", "RELAY_ENABLE_DEBUG_COMMAND",
+        "RELAY_REDIS_TIMEOUT", "RELAY_REDIS_BACKOFF_MAX",
     ]
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -73,10 +79,13 @@ public struct RelayConfig: Sendable, Equatable {
         }
         c.socketGroup = value("RELAY_SOCKET_GROUP")
         if let url = value("REDIS_URL") {
-            guard url.hasPrefix("redis://") || url.hasPrefix("unix://") else {
-                throw ConfigError("REDIS_URL", "'\(url)' is not a Redis URL; expected redis://[user:pass@]host:port/db or unix:///path")
-            }
-            throw ConfigError("REDIS_URL", "the Redis backplane is not available in this build yet (local mode only); unset REDIS_URL to run as a local hub")
+            c.redisURL = try RedisURL.parse(url)
+        }
+        if let v = value("RELAY_REDIS_TIMEOUT") {
+            c.redisTimeoutMilliseconds = try duration(v, "RELAY_REDIS_TIMEOUT", min: 100, max: 60_000)
+        }
+        if let v = value("RELAY_REDIS_BACKOFF_MAX") {
+            c.redisBackoffMaxMilliseconds = try duration(v, "RELAY_REDIS_BACKOFF_MAX", min: 100, max: 30_000)
         }
         if value("DATABASE_URL") != nil {
             throw ConfigError("DATABASE_URL", "the PostgreSQL bridge is not available in this build yet (local mode only); unset DATABASE_URL to run as a local hub")
@@ -181,6 +190,8 @@ public struct RelayConfig: Sendable, Equatable {
         restart("RELAY_SOCKET_MODE", socketMode, new.socketMode)
         restart("RELAY_SOCKET_GROUP", socketGroup, new.socketGroup)
         restart("REDIS_URL", redisURL, new.redisURL)
+        restart("RELAY_REDIS_TIMEOUT", redisTimeoutMilliseconds, new.redisTimeoutMilliseconds)
+        restart("RELAY_REDIS_BACKOFF_MAX", redisBackoffMaxMilliseconds, new.redisBackoffMaxMilliseconds)
         restart("DATABASE_URL", databaseURL, new.databaseURL)
         restart("RELAY_PG_CHANNELS", pgChannels, new.pgChannels)
         restart("RELAY_PG_PREFIX", pgPrefix, new.pgPrefix)
@@ -230,6 +241,27 @@ public struct RelayConfig: Sendable, Equatable {
         guard !digits.isEmpty, digits.allSatisfy(\.isNumber), let n = Int(digits) else { return nil }
         let (r, overflow) = n.multipliedReportingOverflow(by: multiplier)
         return overflow ? nil : r
+    }
+
+    /// A duration: `250ms`, `3s`, `1.5s`, or a plain number of seconds. Returns milliseconds.
+    public static func parseDuration(_ text: String) -> Int? {
+        let t = text.lowercased()
+        var scale = 1000.0
+        var number = Substring(t)
+        if t.hasSuffix("ms") { scale = 1; number = t.dropLast(2) } else if t.hasSuffix("s") { number = t.dropLast() }
+        guard !number.isEmpty, number.allSatisfy({ $0.isNumber || $0 == "." }), let n = Double(number), n.isFinite else { return nil }
+        let ms = (n * scale).rounded()
+        return ms <= Double(Int32.max) ? Int(ms) : nil
+    }
+
+    private static func duration(_ text: String, _ variable: String, min: Int, max: Int) throws(ConfigError) -> Int {
+        guard let ms = parseDuration(text) else {
+            throw ConfigError(variable, "'\(text)' is not a duration; expected e.g. 500ms, 3s or 1.5s")
+        }
+        guard ms >= min, ms <= max else {
+            throw ConfigError(variable, "\(text) is out of range; expected \(min)ms to \(max / 1000)s")
+        }
+        return ms
     }
 
     private static func size(_ text: String, _ variable: String, min: Int, max: Int) throws(ConfigError) -> Int {

@@ -41,6 +41,43 @@ public final class PubSubHub<Subscriber: MessageSink> {
         return receivers
     }
 
+    /// A `message` Redis delivered on the backplane's subscriber link: to the local subscribers
+    /// of the exact channel only — Redis sends a separate `pmessage` for each matching pattern
+    /// the relay holds, in its own order, which `deliverUpstream(pattern:…)` handles.
+    @discardableResult
+    public func deliverUpstream(channel: ByteBuffer, payload: UnsafeRawBufferPointer) -> Int {
+        stats.messagesFromRedis += 1
+        guard let entry = registry.entry(forChannel: channel) else { return 0 }
+        let n = Self.fanOut(entry.subscribers) { version in
+            var frame = ByteBufferAllocator().buffer(capacity: 32 + channel.readableBytes + payload.count)
+            frame.writeRESPPushHeader(3, version)
+            frame.writeStaticString("$7\r\nmessage\r\n")
+            frame.writeRESPBulk(channel)
+            frame.writeRESPBulk(bytes: payload)
+            return frame
+        }
+        stats.deliveries += n
+        return n
+    }
+
+    /// A `pmessage` from the backplane: to the local subscribers of that pattern.
+    @discardableResult
+    public func deliverUpstream(pattern: ByteBuffer, channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Int {
+        stats.messagesFromRedis += 1
+        guard let entry = registry.patterns[pattern] else { return 0 }
+        let n = Self.fanOut(entry.subscribers) { version in
+            var frame = ByteBufferAllocator().buffer(capacity: 48 + pattern.readableBytes + channel.count + payload.count)
+            frame.writeRESPPushHeader(4, version)
+            frame.writeStaticString("$8\r\npmessage\r\n")
+            frame.writeRESPBulk(entry.name)
+            frame.writeRESPBulk(bytes: channel)
+            frame.writeRESPBulk(bytes: payload)
+            return frame
+        }
+        stats.deliveries += n
+        return n
+    }
+
     /// Hands one frame per protocol version, each encoded once, to every subscriber. The frames'
     /// bytes are borrowed once for the whole loop and subscribers are borrowed without
     /// retain/release: reference counting was a third of fan-out CPU before (profiled).

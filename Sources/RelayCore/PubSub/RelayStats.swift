@@ -3,7 +3,11 @@
 public final class RelayStats {
     public var connectionsReceived = 0
     public var commandsProcessed = 0
+    /// PUBLISH commands taken in from local clients (delivered locally, or sent upstream).
     public var messagesPublished = 0
+    /// Messages the Redis backplane delivered on the subscriber link (each `message` and
+    /// `pmessage` frame counts once).
+    public var messagesFromRedis = 0
     public var deliveries = 0
     public var unknownCommands = 0
     public var rejectedCommands = 0

@@ -118,15 +118,6 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
         return .removed(last: false)
     }
 
-    /// Removes every subscription of `s` (a client leaving); returns the channels and patterns
-    /// that no one holds any more.
-    @discardableResult
-    public func removeAll(_ s: Subscriber) -> (channels: [ByteBuffer], patterns: [ByteBuffer]) {
-        let channels = unsubscribeAllChannels(s).filter(\.last).map(\.name)
-        let patterns = punsubscribeAllPatterns(s).filter(\.last).map(\.name)
-        return (channels, patterns)
-    }
-
     /// Removes every channel subscription of `s`, in the order it subscribed; returns each
     /// channel with whether it was the last holder.
     public func unsubscribeAllChannels(_ s: Subscriber) -> [(name: ByteBuffer, last: Bool)] {

@@ -1,0 +1,97 @@
+import NIOCore
+
+/// Told of what happens on one upstream connection; all calls come on the relay's event loop.
+protocol RedisConnectionDelegate: AnyObject {
+    /// One complete reply, borrowed for the call.
+    func redisConnection(_ connection: RedisConnection, received reply: RedisReply)
+    /// The connection is unusable (closed by Redis, I/O error, unparseable reply). Called once.
+    func redisConnection(_ connection: RedisConnection, failed reason: String)
+}
+
+/// One TCP or Unix connection to Redis: commands go out formatted by hiredis and coalesced into
+/// one write per event-loop tick; replies are parsed by a hiredis reader and handed to the
+/// delegate in order. No pub/sub state here: that is the link's.
+final class RedisConnection: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    weak var delegate: RedisConnectionDelegate?
+    private let reader = HiredisReader()
+    private var context: ChannelHandlerContext?
+    private var outbound: ByteBuffer?
+    private var flushScheduled = false
+    private(set) var isFailed = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Queues one command; everything queued in a tick goes out as one write.
+    func send(_ args: [ByteBuffer]) {
+        guard !isFailed, let context else { return }
+        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 256) }
+        RedisCommand.append(args, to: &outbound!)
+        if !flushScheduled {
+            flushScheduled = true
+            context.eventLoop.assumeIsolatedUnsafeUnchecked().execute { self.flushOutbound() }
+        }
+    }
+
+    private func flushOutbound() {
+        flushScheduled = false
+        guard let context, let buffer = outbound else { return }
+        outbound = nil
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !isFailed else { return }
+        let input = unwrapInboundIn(data)
+        do {
+            try input.withUnsafeReadableBytes { try reader.feed($0) }
+            while !isFailed, let reply = try reader.next() {
+                delegate?.redisConnection(self, received: reply)
+                reply.free()
+            }
+        } catch {
+            fail("unreadable reply from Redis: \(error)")
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail("connection closed by Redis")
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        fail("connection error: \(error)")
+    }
+
+    /// Marks the connection failed, tells the delegate once, and closes it.
+    func fail(_ reason: String) {
+        guard !isFailed else { return }
+        isFailed = true
+        outbound = nil
+        let delegate = self.delegate
+        self.delegate = nil
+        context?.close(promise: nil)
+        delegate?.redisConnection(self, failed: reason)
+    }
+
+    /// Closes without telling the delegate (the link dropped it on purpose).
+    func close() {
+        isFailed = true
+        delegate = nil
+        if let context, let buffer = outbound {
+            outbound = nil
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        }
+        context?.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension RedisConnection: Sendable {}

@@ -1,0 +1,661 @@
+import DequeModule
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import NIOPosix
+import RelayCore
+
+/// The Redis backplane (issue 3, DESIGN §3.2–3.6): one subscriber connection and one publisher
+/// connection to Redis, whatever the number of local clients.
+///
+/// * Upstream (P)SUBSCRIBE is reference-counted from the registry's first/last transitions, and a
+///   local client's confirmation waits for Redis's (subscribe-then-publish safety).
+/// * Local PUBLISH goes to Redis only; local subscribers get it when Redis delivers it back on the
+///   subscriber connection, so every relay sees Redis's order and nothing twice.
+/// * While either connection is down the relay is *degraded*: subscriptions are confirmed
+///   locally, PUBLISH is delivered locally and answers the local count. Each connection
+///   reconnects on its own with capped, jittered backoff; the subscriber resubscribes everything
+///   in one pipeline, and the relay leaves degraded mode when both are back and in sync.
+///
+/// Confined to the relay's event loop, like the hub it feeds.
+final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
+    typealias Client = ClientConnection
+    typealias Waiter = (client: ClientConnection, slot: ReplySlot)
+
+    enum Role: String {
+        case subscriber = "sub"
+        case publisher = "pub"
+    }
+
+    enum Phase: String {
+        case down, connecting, handshaking, syncing, ready
+    }
+
+    /// What the next non-pub/sub reply on a connection answers.
+    enum Expected {
+        /// A login step; an error fails the attempt when `fatal` (or when Redis says NOAUTH).
+        case handshake(step: String, fatal: Bool)
+        /// The handshake's closing PING.
+        case handshakeDone
+        case ping
+        case publish(Waiter)
+        case query(Waiter, PubSubQuery)
+        /// Fleet-count writes: an error is logged, nothing waits.
+        case bookkeeping
+        /// The last write of a fleet-count batch: releases the clients whose confirmation waited.
+        case fleetAck([Waiter])
+    }
+
+    final class Link {
+        let role: Role
+        var phase = Phase.down
+        var connection: RedisConnection?
+        var expected: Deque<Expected> = []
+        var deadline = ReplyDeadline()
+        var backoff: ReconnectBackoff
+        var everConnected = false
+        var lastPingSent: UInt64 = 0
+        /// Bookkeeping errors are logged once per connection.
+        var loggedBookkeepingError = false
+
+        init(role: Role, backoff: ReconnectBackoff) {
+            self.role = role
+            self.backoff = backoff
+        }
+    }
+
+    let url: RedisURL
+    let relayID: String
+    private let timeout: TimeAmount
+    private let pingInterval: TimeAmount
+    private let eventLoop: EventLoop
+    private unowned let state: RelayState
+    private let sub: Link
+    private let pub: Link
+    private var ledger = UpstreamSubscriptionLedger<Waiter>()
+    /// Resubscribe confirmations still expected after a reconnect.
+    private var resyncRemaining = 0
+    /// Upstream (un)subscribe names gathered in this tick, sent as one command per run.
+    private var pendingRun: (kind: SubscriptionKind, subscribe: Bool, names: [ByteBuffer])?
+    private var runFlushScheduled = false
+    private var fleet: FleetCounts
+    private var fleetFlushScheduled = false
+    private var fleetWaiters: [Waiter] = []
+    private var lastFleetRefresh: UInt64 = 0
+    private var stopped = false
+
+    /// Local PUBLISH goes upstream (both connections ready and resubscribed).
+    private(set) var isForwarding = false
+    /// Since when the relay is degraded; nil while forwarding.
+    private(set) var degradedSince: NIODeadline? = .now()
+    private var degradedSinceWall = RedisLinkStatus.wallClockMilliseconds()
+    private var hasBeenUp = false
+    private(set) var reconnects = 0
+    private(set) var gaps = 0
+    private(set) var gapSecondsTotal = 0.0
+    private(set) var lastError = ""
+    /// PUBLISHes whose connection dropped before Redis answered (answered 0, not delivered).
+    private(set) var unconfirmedPublishes = 0
+
+    init(url: RedisURL, config: RelayConfig, state: RelayState, eventLoop: EventLoop) {
+        self.url = url
+        self.state = state
+        self.eventLoop = eventLoop
+        self.relayID = Self.makeRelayID()
+        self.timeout = .milliseconds(Int64(config.redisTimeoutMilliseconds))
+        self.pingInterval = .milliseconds(Int64(min(1000, config.redisTimeoutMilliseconds / 2)))
+        let backoff = ReconnectBackoff(capMilliseconds: config.redisBackoffMaxMilliseconds)
+        self.sub = Link(role: .subscriber, backoff: backoff)
+        self.pub = Link(role: .publisher, backoff: backoff)
+        self.fleet = FleetCounts(namespace: config.namespace, relayID: relayID, ttlMilliseconds: Self.fleetTTLMilliseconds)
+    }
+
+    /// How long a relay's fleet counts outlive it (refreshed every second).
+    static let fleetTTLMilliseconds = 5000
+
+    private var logger: Logger { state.logger }
+    private var registry: SubscriptionRegistry<ClientConnection> { state.hub.registry }
+
+    // MARK: Lifecycle
+
+    func start() {
+        logger.info("redis backplane: connecting", metadata: ["url": "\(url.redacted)", "relay_id": "\(relayID)"])
+        connect(sub)
+        connect(pub)
+        scheduleTick()
+    }
+
+    /// Shutdown: removes this relay's fleet counts (its apps stop counting at once) and closes.
+    func stop() {
+        stopped = true
+        if pub.phase == .ready, let connection = pub.connection {
+            for command in fleet.removal() { connection.send(command) }
+        }
+        for link in [sub, pub] {
+            link.connection?.close()
+            link.connection = nil
+            link.phase = .down
+        }
+    }
+
+    private func connect(_ link: Link) {
+        guard !stopped else { return }
+        link.phase = .connecting
+        let handler = RedisConnection()
+        handler.delegate = self
+        link.connection = handler
+        let bound = NIOLoopBound(handler, eventLoop: eventLoop)
+        var bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(bound.value)
+                }
+            }
+        let future: EventLoopFuture<Channel>
+        switch url.address {
+        case .unix(let path):
+            future = bootstrap.connect(unixDomainSocketPath: path)
+        case .tcp(let host, let port):
+            bootstrap = bootstrap.channelOption(.socketOption(.so_keepalive), value: 1)
+            future = bootstrap.connect(host: host, port: port)
+        }
+        future.assumeIsolated().whenComplete { result in
+            guard link.connection === handler else {
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success:
+                if !handler.isFailed { self.handshake(link) }
+            case .failure(let error):
+                self.linkFailed(link, "cannot connect to \(self.url.redacted): \(Self.describe(error))")
+            }
+        }
+    }
+
+    /// Login, name, and (publisher) the fleet counts, pipelined; the closing PING's answer
+    /// completes it.
+    private func handshake(_ link: Link) {
+        link.phase = .handshaking
+        link.loggedBookkeepingError = false
+        if let password = url.password {
+            var auth = [Self.arg("AUTH")]
+            if let user = url.username { auth.append(Self.arg(user)) }
+            auth.append(Self.arg(password))
+            send(link, auth, .handshake(step: "AUTH", fatal: true))
+        }
+        if link.role == .publisher && url.db != 0 {
+            send(link, [Self.arg("SELECT"), Self.arg(String(url.db))], .handshake(step: "SELECT", fatal: true))
+        }
+        send(link, [Self.arg("CLIENT"), Self.arg("SETNAME"), Self.arg("pubsub-relay:\(relayID):\(link.role.rawValue)")],
+             .handshake(step: "CLIENT SETNAME", fatal: false))
+        send(link, [Self.arg("PING")], .handshakeDone)
+    }
+
+    private func handshakeDone(_ link: Link) {
+        link.backoff.reset()
+        if link.everConnected { reconnects += 1 }
+        link.everConnected = true
+        switch link.role {
+        case .subscriber:
+            resubscribe()
+        case .publisher:
+            let counts = registry.activeChannels.map { ($0, registry.numberOfSubscribers(channel: $0)) }
+            for command in fleet.takeFullRewrite(counts) { send(pub, command, .bookkeeping) }
+            lastFleetRefresh = Self.now()
+            pub.phase = .ready
+            updateMode()
+        }
+    }
+
+    /// Every channel and pattern held locally, in one pipeline.
+    private func resubscribe() {
+        sub.phase = .syncing
+        flushRun()
+        let channels = Array(registry.activeChannels)
+        let patterns = Array(registry.patterns.keys)
+        resyncRemaining = channels.count + patterns.count
+        for (kind, names) in [(SubscriptionKind.channel, channels), (.pattern, patterns)] {
+            var start = 0
+            while start < names.count {
+                let chunk = names[start..<min(start + 1024, names.count)]
+                sendSubscriptionCommand(kind, subscribe: true, Array(chunk))
+                start += chunk.count
+            }
+        }
+        if resyncRemaining == 0 {
+            sub.phase = .ready
+            updateMode()
+        } else {
+            logger.info("redis backplane: resubscribing", metadata: ["channels": "\(channels.count)", "patterns": "\(patterns.count)"])
+        }
+    }
+
+    // MARK: Failure and reconnect
+
+    /// Drops a connection: everything waiting on it is answered locally, the relay goes
+    /// degraded, and a reconnect is scheduled.
+    private func linkFailed(_ link: Link, _ reason: String) {
+        guard link.phase != .down else { return }
+        link.connection?.close()
+        link.connection = nil
+        let wasUp = link.phase == .ready || link.phase == .syncing
+        link.phase = .down
+        link.deadline.reset()
+        let expected = link.expected
+        link.expected.removeAll()
+        var waiters: [Waiter] = []
+        if link.role == .subscriber {
+            waiters = ledger.reset()
+            resyncRemaining = 0
+            pendingRun = nil
+        }
+        lastError = reason
+        updateMode()
+        guard !stopped else { return }
+        let delay = link.backoff.nextDelayMilliseconds { Double.random(in: 0..<1) }
+        logger.log(level: wasUp ? .error : .warning, "redis \(link.role == .subscriber ? "subscriber" : "publisher") connection down",
+                   metadata: ["reason": "\(reason)", "retry_in_ms": "\(delay)", "url": "\(url.redacted)"])
+        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
+            if link.phase == .down { connect(link) }
+        }
+        // Answer what waited only now: a client resuming here already sees the relay degraded.
+        for entry in expected { resolveLocally(entry) }
+        release(waiters)
+    }
+
+    private func resolveLocally(_ entry: Expected) {
+        switch entry {
+        case .publish(let w):
+            unconfirmedPublishes += 1
+            var reply = ByteBuffer()
+            reply.writeRESPInteger(0)
+            fill(w, reply)
+        case .query(let w, let query):
+            var reply = ByteBuffer()
+            state.executor.writeLocalAnswer(query, w.client.respVersion, into: &reply)
+            fill(w, reply)
+        case .fleetAck(let waiters):
+            release(waiters)
+        case .handshake, .handshakeDone, .ping, .bookkeeping:
+            break
+        }
+    }
+
+    private func updateMode() {
+        let forwarding = sub.phase == .ready && pub.phase == .ready
+        guard forwarding != isForwarding else { return }
+        isForwarding = forwarding
+        if forwarding {
+            if let since = degradedSince, hasBeenUp {
+                let seconds = Double((NIODeadline.now() - since).nanoseconds) / 1e9
+                gaps += 1
+                gapSecondsTotal += seconds
+                logger.notice("redis backplane restored; messages other relays published during the gap were not delivered here",
+                              metadata: ["gap_seconds": "\(Self.format(seconds))", "reconnects": "\(reconnects)"])
+            } else {
+                logger.info("redis backplane up", metadata: ["relay_id": "\(relayID)"])
+            }
+            hasBeenUp = true
+            degradedSince = nil
+        } else {
+            degradedSince = .now()
+            degradedSinceWall = RedisLinkStatus.wallClockMilliseconds()
+            if hasBeenUp {
+                logger.error("redis backplane lost: degraded mode, local publishes reach local subscribers only",
+                             metadata: ["reason": "\(lastError)"])
+            }
+        }
+    }
+
+    // MARK: Timer
+
+    private func scheduleTick() {
+        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { [self] in
+            guard !stopped else { return }
+            tick()
+            scheduleTick()
+        }
+    }
+
+    /// Deadlines of both connections, the subscriber's PING, the fleet-count refresh.
+    private func tick() {
+        let now = Self.now()
+        let limit = UInt64(timeout.nanoseconds)
+        for link in [sub, pub] where link.phase != .down && link.phase != .connecting {
+            if link.deadline.isOverdue(now: now, timeoutNanoseconds: limit) {
+                linkFailed(link, "no reply from Redis within \(Self.format(Double(limit) / 1e9)) s (hung, stopped or overloaded)")
+            }
+        }
+        if sub.phase == .ready || sub.phase == .syncing, now - sub.lastPingSent >= UInt64(pingInterval.nanoseconds) {
+            sub.lastPingSent = now
+            send(sub, [Self.arg("PING")], .ping)
+        }
+        if pub.phase == .ready, now - lastFleetRefresh >= 1_000_000_000 {
+            lastFleetRefresh = now
+            for command in fleet.refresh() { send(pub, command, .bookkeeping) }
+        }
+    }
+
+    // MARK: Replies
+
+    func redisConnection(_ connection: RedisConnection, received reply: RedisReply) {
+        let link = connection === sub.connection ? sub : pub
+        guard link.connection === connection else { return }
+        if link.role == .subscriber, reply.isArray, reply.count >= 3, handlePubSubFrame(reply) { return }
+        guard let expected = link.expected.popFirst() else {
+            linkFailed(link, "unexpected reply from Redis: \(Self.describe(reply))")
+            return
+        }
+        link.deadline.answered()
+        switch expected {
+        case .handshake(let step, let fatal):
+            if reply.isError {
+                let text = reply.text
+                if fatal || text.hasPrefix("NOAUTH") || text.hasPrefix("WRONGPASS") {
+                    linkFailed(link, "Redis refused \(step): \(text)")
+                } else {
+                    logger.notice("redis: \(step) refused (continuing)", metadata: ["error": "\(text)"])
+                }
+            }
+        case .handshakeDone, .ping:
+            if reply.isError {
+                linkFailed(link, "Redis answered PING with an error: \(reply.text)")
+            } else if case .handshakeDone = expected {
+                handshakeDone(link)
+            }
+        case .publish(let w):
+            var out = ByteBuffer()
+            if reply.isInteger {
+                out.writeRESPInteger(reply.integer)
+            } else {
+                reply.write(asRESP: w.client.respVersion, into: &out)
+            }
+            fill(w, out)
+        case .query(let w, let query):
+            var out = ByteBuffer()
+            if reply.isError {
+                logger.warning("redis: fleet-wide PUBSUB query failed; answering from this relay's own subscribers",
+                               metadata: ["error": "\(reply.text)"])
+                state.executor.writeLocalAnswer(query, w.client.respVersion, into: &out)
+            } else {
+                reply.write(asRESP: w.client.respVersion, into: &out)
+            }
+            fill(w, out)
+        case .bookkeeping:
+            logBookkeepingError(link, reply)
+        case .fleetAck(let waiters):
+            logBookkeepingError(link, reply)
+            release(waiters)
+        }
+    }
+
+    func redisConnection(_ connection: RedisConnection, failed reason: String) {
+        let link = connection === sub.connection ? sub : pub
+        guard link.connection === connection else { return }
+        linkFailed(link, reason)
+    }
+
+    private func logBookkeepingError(_ link: Link, _ reply: RedisReply) {
+        guard reply.isError, !link.loggedBookkeepingError else { return }
+        link.loggedBookkeepingError = true
+        logger.warning("redis: writing the fleet subscriber counts failed; PUBSUB NUMSUB will miss this relay's apps",
+                       metadata: ["error": "\(reply.text)", "namespace": "\(fleet.namespace)"])
+    }
+
+    /// A message or a subscription confirmation on the subscriber connection; false for anything
+    /// else (a `pong` array).
+    private func handlePubSubFrame(_ reply: RedisReply) -> Bool {
+        let kind = reply[0]
+        if kind.equals("message"), reply.count == 3 {
+            let channel = ByteBuffer(bytes: reply[1].bytes)
+            state.hub.deliverUpstream(channel: channel, payload: reply[2].bytes)
+            return true
+        }
+        if kind.equals("pmessage"), reply.count == 4 {
+            let pattern = ByteBuffer(bytes: reply[1].bytes)
+            state.hub.deliverUpstream(pattern: pattern, channel: reply[2].bytes, payload: reply[3].bytes)
+            return true
+        }
+        let confirmation: (SubscriptionKind, Bool)
+        if kind.equals("subscribe") { confirmation = (.channel, true) }
+        else if kind.equals("unsubscribe") { confirmation = (.channel, false) }
+        else if kind.equals("psubscribe") { confirmation = (.pattern, true) }
+        else if kind.equals("punsubscribe") { confirmation = (.pattern, false) }
+        else { return false }
+        let name = ByteBuffer(bytes: reply[1].bytes)
+        do {
+            let waiters = try ledger.confirmed(confirmation.0, name, subscribe: confirmation.1)
+            if resyncRemaining > 0 {
+                resyncRemaining -= 1
+                if resyncRemaining == 0 {
+                    sub.phase = .ready
+                    updateMode()
+                }
+            }
+            release(waiters)
+        } catch {
+            linkFailed(sub, "subscriber connection out of step: \(error)")
+        }
+        return true
+    }
+
+    // MARK: Backplane (called by the executor)
+
+    func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: ClientConnection) {
+        if kind == .channel {
+            fleetChanged(name, client: isForwarding ? client : nil)
+        }
+        guard sub.phase == .syncing || sub.phase == .ready else { return }
+        let name = Self.compactCopy(name)
+        if first { queueSubscription(kind, name, subscribe: true) }
+        if isForwarding, ledger.isPending(kind, name) {
+            _ = ledger.wait(for: kind, name, (client, client.reserveReplySlot()))
+        }
+    }
+
+    func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool) {
+        if kind == .channel { fleetChanged(name, client: nil) }
+        guard last, sub.phase == .syncing || sub.phase == .ready else { return }
+        queueSubscription(kind, Self.compactCopy(name), subscribe: false)
+    }
+
+    func publish(channel: ByteBuffer, payload: ByteBuffer, from client: ClientConnection) {
+        send(pub, [Self.publishCommand, channel, payload], .publish((client, client.reserveReplySlot())))
+    }
+
+    func answer(_ query: PubSubQuery, for client: ClientConnection) -> Bool {
+        guard isForwarding else { return false }
+        let command: [ByteBuffer]
+        switch query {
+        case .numsub(let channels): command = fleet.numsubCommand(channels)
+        case .channels(let pattern): command = [Self.arg("PUBSUB"), Self.arg("CHANNELS")] + (pattern.map { [$0] } ?? [])
+        case .numpat: command = [Self.arg("PUBSUB"), Self.arg("NUMPAT")]
+        }
+        send(pub, command, .query((client, client.reserveReplySlot()), query))
+        return true
+    }
+
+    // MARK: Sending
+
+    private func send(_ link: Link, _ args: [ByteBuffer], _ expected: Expected) {
+        guard let connection = link.connection else {
+            resolveLocally(expected)
+            return
+        }
+        connection.send(args)
+        link.expected.append(expected)
+        link.deadline.sent(at: Self.now())
+    }
+
+    /// Upstream (un)subscriptions of one tick go out as one command per run of the same kind
+    /// (SUBSCRIBE a b c …), in order; the ledger records each name as it is queued.
+    private func queueSubscription(_ kind: SubscriptionKind, _ name: ByteBuffer, subscribe: Bool) {
+        ledger.sent(kind, name, subscribe: subscribe)
+        if let run = pendingRun, run.kind != kind || run.subscribe != subscribe || run.names.count >= 1024 {
+            flushRun()
+        }
+        if pendingRun == nil { pendingRun = (kind, subscribe, []) }
+        pendingRun!.names.append(name)
+        if !runFlushScheduled {
+            runFlushScheduled = true
+            eventLoop.assumeIsolated().execute { [self] in
+                runFlushScheduled = false
+                flushRun()
+            }
+        }
+    }
+
+    private func flushRun() {
+        guard let run = pendingRun else { return }
+        pendingRun = nil
+        let verb = (run.kind == .pattern ? "P" : "") + (run.subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE")
+        sub.connection?.send([Self.arg(verb)] + run.names)
+    }
+
+    /// The resubscribe pipeline: names recorded in the ledger and sent at once.
+    private func sendSubscriptionCommand(_ kind: SubscriptionKind, subscribe: Bool, _ names: [ByteBuffer]) {
+        for name in names { ledger.sent(kind, name, subscribe: subscribe) }
+        let verb = (kind == .pattern ? "P" : "") + (subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE")
+        sub.connection?.send([Self.arg(verb)] + names)
+    }
+
+    /// A channel's local count changed: written to the fleet hash at the end of the tick. While
+    /// forwarding, the subscribing client's confirmation also waits for that write, so that a
+    /// NUMSUB asked after the confirmation (anywhere in the fleet) counts it.
+    private func fleetChanged(_ channel: ByteBuffer, client: ClientConnection?) {
+        fleet.changed(Self.compactCopy(channel))
+        guard pub.phase == .ready else { return }
+        if let client, fleetWaiters.last?.client !== client {
+            fleetWaiters.append((client, client.reserveReplySlot()))
+        }
+        if !fleetFlushScheduled {
+            fleetFlushScheduled = true
+            eventLoop.assumeIsolated().execute { [self] in
+                fleetFlushScheduled = false
+                flushFleet()
+            }
+        }
+    }
+
+    private func flushFleet() {
+        let waiters = fleetWaiters
+        fleetWaiters = []
+        guard pub.phase == .ready, fleet.hasChanges else {
+            release(waiters)
+            return
+        }
+        let commands = fleet.takeUpdate { registry.numberOfSubscribers(channel: $0) }
+        for (i, command) in commands.enumerated() {
+            send(pub, command, i == commands.count - 1 ? .fleetAck(waiters) : .bookkeeping)
+        }
+    }
+
+    private func release(_ waiters: [Waiter]) {
+        for w in waiters { fill(w, nil) }
+    }
+
+    private func fill(_ w: Waiter, _ bytes: ByteBuffer?) {
+        w.slot.fill(bytes)
+        w.client.upstreamReplied()
+    }
+
+    // MARK: Status
+
+    var status: RedisLinkStatus {
+        RedisLinkStatus(
+            url: url.redacted, relayID: relayID,
+            subscriber: sub.phase.rawValue, publisher: pub.phase.rawValue,
+            forwarding: isForwarding,
+            degradedSeconds: degradedSince.map { Double((NIODeadline.now() - $0).nanoseconds) / 1e9 },
+            degradedSinceUnixMilliseconds: degradedSince == nil ? nil : degradedSinceWall,
+            reconnects: reconnects, gaps: gaps, gapSecondsTotal: gapSecondsTotal, lastError: lastError,
+            upstreamChannels: registry.channelCount, upstreamPatterns: registry.patternCount,
+            pendingConfirmations: ledger.count, unconfirmedPublishes: unconfirmedPublishes)
+    }
+
+    // MARK: Helpers
+
+    private static let publishCommand = ByteBuffer(string: "PUBLISH")
+
+    private static func arg(_ s: String) -> ByteBuffer {
+        ByteBuffer(string: s)
+    }
+
+    private static func compactCopy(_ b: ByteBuffer) -> ByteBuffer {
+        var copy = ByteBufferAllocator().buffer(capacity: b.readableBytes)
+        copy.writeImmutableBuffer(b)
+        return copy
+    }
+
+    private static func now() -> UInt64 {
+        NIODeadline.now().uptimeNanoseconds
+    }
+
+    static func format(_ seconds: Double) -> String {
+        let ms = Int((seconds * 1000).rounded())
+        let frac = ms % 1000
+        return "\(ms / 1000)." + String(repeating: "0", count: frac < 10 ? 2 : frac < 100 ? 1 : 0) + "\(frac)"
+    }
+
+    private static func describe(_ error: Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
+        if let connection = error as? NIOConnectionError, let first = connection.connectionErrors.first {
+            return describe(first.error)
+        }
+        if let channel = error as? ChannelError, case .connectTimeout(let t) = channel {
+            return "connect timed out after \(format(Double(t.nanoseconds) / 1e9)) s"
+        }
+        return "\(error)"
+    }
+
+    private static func describe(_ reply: RedisReply) -> String {
+        if reply.isArray { return "array of \(reply.count)" }
+        if reply.isInteger { return ":\(reply.integer)" }
+        return String(reply.text.prefix(80))
+    }
+
+    /// `host-pid-xxxx`: readable in CLIENT LIST, unique across restarts.
+    private static func makeRelayID() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, 255)
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            .filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }
+        let suffix = String(UInt16.random(in: .min ... .max), radix: 16)
+        return "\(host.isEmpty ? "relay" : host)-\(getpid())-\(suffix)"
+    }
+}
+
+@available(*, unavailable)
+extension UpstreamRedisLink: Sendable {}
+
+/// The backplane's state at one instant, for INFO, `/health` and `/metrics`.
+struct RedisLinkStatus: Sendable {
+    var url: String
+    var relayID: String
+    var subscriber: String
+    var publisher: String
+    var forwarding: Bool
+    var degradedSeconds: Double?
+    var degradedSinceUnixMilliseconds: Int?
+    var reconnects: Int
+    var gaps: Int
+    var gapSecondsTotal: Double
+    var lastError: String
+    var upstreamChannels: Int
+    var upstreamPatterns: Int
+    var pendingConfirmations: Int
+    var unconfirmedPublishes: Int
+
+    /// `up`, or `degraded` (not yet connected, or lost: local delivery only).
+    var state: String { forwarding ? "up" : "degraded" }
+
+    static func wallClockMilliseconds() -> Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+    }
+}

@@ -1,0 +1,28 @@
+import NIOCore
+
+/// A fleet-wide PUBSUB question the backplane may answer instead of the local registry.
+public enum PubSubQuery: Sendable {
+    case channels(pattern: ByteBuffer?)
+    case numsub([ByteBuffer])
+    case numpat
+}
+
+/// The executor's view of an upstream backplane (the Redis link, which lives at the I/O edge).
+/// The executor keeps the local registry exact and tells the backplane of every change; the
+/// backplane reference-counts the upstream subscriptions from the `first`/`last` flags, and holds
+/// a client's reply (through its `DeferredReplies`) when it must wait for upstream.
+public protocol Backplane<Client>: AnyObject {
+    associatedtype Client: RelayClient
+
+    /// Whether a local PUBLISH goes upstream now; false while degraded (delivered locally).
+    var isForwarding: Bool { get }
+    /// `client` now holds `name`; `first` when no local client held it before. Called before the
+    /// client's confirmation is queued, so a wait registered here holds that confirmation back.
+    func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: Client)
+    /// A local subscription to `name` was dropped; `last` when no local client holds it any more.
+    func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool)
+    /// Sends a local PUBLISH upstream; the reply is queued for `client` when Redis answers.
+    func publish(channel: ByteBuffer, payload: ByteBuffer, from client: Client)
+    /// Answers a PUBSUB question for the whole fleet; false: answer from the local registry.
+    func answer(_ query: PubSubQuery, for client: Client) -> Bool
+}

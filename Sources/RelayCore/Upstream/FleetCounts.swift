@@ -1,0 +1,127 @@
+import NIOCore
+
+/// The fleet-wide subscriber counts behind `PUBSUB NUMSUB` (DESIGN §4): each relay keeps the
+/// number of local app subscribers per channel in a Redis hash of its own,
+/// `<namespace>:numsub:<relay id>`, which expires unless the relay refreshes it, and lists itself
+/// in the set `<namespace>:relays`. A script sums the live hashes with Redis's own count of
+/// direct subscribers, so a dead relay's apps stop counting once its hash expires.
+///
+/// This type only builds the commands; the upstream link sends them on the publisher connection.
+public struct FleetCounts {
+    public let namespace: String
+    public let relayID: String
+    /// How long a relay's hash outlives its last refresh.
+    public let ttlMilliseconds: Int
+    /// Channels whose local count changed since the last `takeUpdate`.
+    private var dirty: Set<ByteBuffer> = []
+
+    public init(namespace: String, relayID: String, ttlMilliseconds: Int) {
+        self.namespace = namespace
+        self.relayID = relayID
+        self.ttlMilliseconds = ttlMilliseconds
+    }
+
+    public var hashKey: String { "\(namespace):numsub:\(relayID)" }
+    public var relaysKey: String { "\(namespace):relays" }
+
+    public var hasChanges: Bool { !dirty.isEmpty }
+
+    public mutating func changed(_ channel: ByteBuffer) {
+        dirty.insert(channel)
+    }
+
+    /// The commands that bring the hash up to date for the changed channels (`count` gives the
+    /// current local count), ending with the refresh; clears the change set.
+    public mutating func takeUpdate(count: (ByteBuffer) -> Int) -> [[ByteBuffer]] {
+        var set: [ByteBuffer] = [Self.arg("HSET"), Self.arg(hashKey)]
+        var del: [ByteBuffer] = [Self.arg("HDEL"), Self.arg(hashKey)]
+        for channel in dirty {
+            let n = count(channel)
+            if n > 0 {
+                set.append(channel)
+                set.append(Self.arg(String(n)))
+            } else {
+                del.append(channel)
+            }
+        }
+        dirty.removeAll(keepingCapacity: true)
+        var commands: [[ByteBuffer]] = []
+        if set.count > 2 { commands.append(set) }
+        if del.count > 2 { commands.append(del) }
+        return commands + refresh()
+    }
+
+    /// After a (re)connect: the whole hash rewritten from the local registry, atomically (a
+    /// MULTI block, so that a counting script never sees it half-written).
+    public mutating func takeFullRewrite(_ counts: some Sequence<(ByteBuffer, Int)>) -> [[ByteBuffer]] {
+        dirty.removeAll(keepingCapacity: true)
+        var commands: [[ByteBuffer]] = [[Self.arg("MULTI")], [Self.arg("DEL"), Self.arg(hashKey)]]
+        var set: [ByteBuffer] = [Self.arg("HSET"), Self.arg(hashKey)]
+        for (channel, n) in counts where n > 0 {
+            set.append(channel)
+            set.append(Self.arg(String(n)))
+            if set.count >= 2 + 2 * 512 {
+                commands.append(set)
+                set = [Self.arg("HSET"), Self.arg(hashKey)]
+            }
+        }
+        if set.count > 2 { commands.append(set) }
+        commands += refresh()
+        commands.append([Self.arg("EXEC")])
+        return commands
+    }
+
+    /// Keeps this relay's hash alive and listed (sent every second).
+    public func refresh() -> [[ByteBuffer]] {
+        [
+            [Self.arg("PEXPIRE"), Self.arg(hashKey), Self.arg(String(ttlMilliseconds))],
+            [Self.arg("SADD"), Self.arg(relaysKey), Self.arg(relayID)],
+        ]
+    }
+
+    /// On a clean shutdown: this relay's apps stop counting at once.
+    public func removal() -> [[ByteBuffer]] {
+        [[Self.arg("DEL"), Self.arg(hashKey)], [Self.arg("SREM"), Self.arg(relaysKey), Self.arg(relayID)]]
+    }
+
+    /// `PUBSUB NUMSUB ch…` for the whole fleet, as one EVAL.
+    public func numsubCommand(_ channels: some Sequence<ByteBuffer>) -> [ByteBuffer] {
+        [Self.arg("EVAL"), Self.arg(Self.numsubScript), Self.arg("0"), Self.arg(namespace)] + channels
+    }
+
+    /// For each channel: Redis's direct subscribers (its NUMSUB less one per relay holding the
+    /// channel) plus every live relay's local app subscribers. Relays whose hash has expired are
+    /// dropped from the set.
+    public static let numsubScript = """
+        local ns = ARGV[1]
+        local live = {}
+        for _, id in ipairs(redis.call('SMEMBERS', ns .. ':relays')) do
+          if redis.call('EXISTS', ns .. ':numsub:' .. id) == 1 then
+            live[#live + 1] = ns .. ':numsub:' .. id
+          else
+            redis.call('SREM', ns .. ':relays', id)
+          end
+        end
+        local out = {}
+        for i = 2, #ARGV do
+          local channel = ARGV[i]
+          local direct = redis.call('PUBSUB', 'NUMSUB', channel)[2]
+          local apps = 0
+          for _, key in ipairs(live) do
+            local n = tonumber(redis.call('HGET', key, channel) or '0')
+            if n > 0 then
+              apps = apps + n
+              direct = direct - 1
+            end
+          end
+          if direct < 0 then direct = 0 end
+          out[#out + 1] = channel
+          out[#out + 1] = direct + apps
+        end
+        return out
+        """
+
+    static func arg(_ s: String) -> ByteBuffer {
+        ByteBuffer(string: s)
+    }
+}

@@ -1,0 +1,188 @@
+/// Where the Redis backplane is and how to log in: `REDIS_URL` parsed.
+///
+/// Accepted forms (DESIGN §5, issue 3):
+/// * `redis://[user[:password]@]host[:port][/db]` (IPv6 hosts in brackets; port 6379 by default)
+/// * `unix:///path/to/redis.sock[?db=n&password=…&user=…]`
+/// User and password are percent-decoded. `rediss://` is refused: Debian's hiredis has no TLS.
+public struct RedisURL: Sendable, Equatable {
+    public enum Address: Sendable, Equatable {
+        case tcp(host: String, port: Int)
+        case unix(path: String)
+    }
+
+    public var address: Address
+    public var username: String?
+    public var password: String?
+    public var db = 0
+
+    public init(address: Address, username: String? = nil, password: String? = nil, db: Int = 0) {
+        self.address = address
+        self.username = username
+        self.password = password
+        self.db = db
+    }
+
+    /// The URL with the password replaced by `***`, for logs and INFO.
+    public var redacted: String {
+        switch address {
+        case .tcp(let host, let port):
+            var credentials = ""
+            if username != nil || password != nil {
+                credentials = (username ?? "") + (password != nil ? ":***" : "") + "@"
+            }
+            let shownHost = host.contains(":") ? "[\(host)]" : host
+            return "redis://\(credentials)\(shownHost):\(port)/\(db)"
+        case .unix(let path):
+            var query: [String] = []
+            if db != 0 { query.append("db=\(db)") }
+            if let username { query.append("user=\(username)") }
+            if password != nil { query.append("password=***") }
+            return "unix://\(path)" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        }
+    }
+
+    static let variable = "REDIS_URL"
+    static let forms = "redis://[user[:password]@]host[:port][/db] or unix:///path[?db=n&password=…]"
+
+    public static func parse(_ text: String) throws(ConfigError) -> RedisURL {
+        if text.hasPrefix("rediss://") {
+            throw ConfigError(variable, "TLS (rediss://) is not supported: Debian's hiredis 0.14 has no TLS; reach Redis over a Unix socket, loopback or a TLS tunnel (stunnel) and use redis://")
+        }
+        if text.hasPrefix("redis://") { return try parseTCP(String(text.dropFirst("redis://".count)), original: text) }
+        if text.hasPrefix("unix://") { return try parseUnix(String(text.dropFirst("unix://".count)), original: text) }
+        throw ConfigError(variable, "'\(redactedInput(text))' is not a Redis URL; expected \(forms)")
+    }
+
+    private static func parseTCP(_ rest: String, original: String) throws(ConfigError) -> RedisURL {
+        var hostPart = Substring(rest)
+        var path = Substring("")
+        if let slash = hostPart.firstIndex(of: "/") {
+            path = hostPart[hostPart.index(after: slash)...]
+            hostPart = hostPart[..<slash]
+        }
+        if path.contains("?") {
+            throw ConfigError(variable, "query parameters are only read in unix:// URLs; put the db in the path (redis://host:6379/2)")
+        }
+        var url = RedisURL(address: .tcp(host: "", port: 6379))
+        if let at = hostPart.lastIndex(of: "@") {
+            let credentials = hostPart[..<at]
+            hostPart = hostPart[hostPart.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                let user = try decode(credentials[..<colon], what: "user name")
+                url.username = user.isEmpty ? nil : user
+                url.password = try decode(credentials[credentials.index(after: colon)...], what: "password")
+            } else {
+                // `redis://secret@host` is a password alone, as redis-cli and most clients read it.
+                url.password = try decode(credentials, what: "password")
+            }
+        }
+        var host: Substring
+        var portText: Substring?
+        if hostPart.hasPrefix("[") {
+            guard let close = hostPart.firstIndex(of: "]") else {
+                throw ConfigError(variable, "'\(redactedInput(original))': unterminated [IPv6] host")
+            }
+            host = hostPart[hostPart.index(after: hostPart.startIndex)..<close]
+            let after = hostPart[hostPart.index(after: close)...]
+            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
+                throw ConfigError(variable, "'\(redactedInput(original))': expected :port after the [IPv6] host")
+            }
+        } else if let colon = hostPart.lastIndex(of: ":") {
+            host = hostPart[..<colon]
+            portText = hostPart[hostPart.index(after: colon)...]
+        } else {
+            host = hostPart
+        }
+        guard !host.isEmpty else {
+            throw ConfigError(variable, "'\(redactedInput(original))' has no host; expected \(forms)")
+        }
+        var port = 6379
+        if let portText {
+            guard let p = Int(portText), p > 0, p < 65536 else {
+                throw ConfigError(variable, "'\(portText)' is not a TCP port (1-65535)")
+            }
+            port = p
+        }
+        url.address = .tcp(host: String(host), port: port)
+        if !path.isEmpty { url.db = try database(path) }
+        return url
+    }
+
+    private static func parseUnix(_ rest: String, original: String) throws(ConfigError) -> RedisURL {
+        var pathPart = Substring(rest)
+        var query = Substring("")
+        if let q = pathPart.firstIndex(of: "?") {
+            query = pathPart[pathPart.index(after: q)...]
+            pathPart = pathPart[..<q]
+        }
+        let path = try decode(pathPart, what: "socket path")
+        guard path.hasPrefix("/") else {
+            throw ConfigError(variable, "'\(redactedInput(original))': a unix URL needs an absolute path, e.g. unix:///run/redis/redis.sock")
+        }
+        guard path.utf8.count <= 107 else {
+            throw ConfigError(variable, "socket path is \(path.utf8.count) bytes; a Unix socket path must be at most 107 bytes")
+        }
+        var url = RedisURL(address: .unix(path: path))
+        for item in query.split(separator: "&") where !item.isEmpty {
+            let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = kv[0]
+            let value = kv.count > 1 ? kv[1] : ""
+            switch key {
+            case "db": url.db = try database(value)
+            case "password": url.password = try decode(value, what: "password")
+            case "user", "username":
+                let user = try decode(value, what: "user name")
+                url.username = user.isEmpty ? nil : user
+            default:
+                throw ConfigError(variable, "unknown parameter '\(key)' in the unix URL; accepted: db, password, user")
+            }
+        }
+        return url
+    }
+
+    private static func database(_ text: Substring) throws(ConfigError) -> Int {
+        guard let n = Int(text), n >= 0, n <= Int(Int32.max) else {
+            throw ConfigError(variable, "'\(text)' is not a database number (0, 1, 2…)")
+        }
+        return n
+    }
+
+    /// Percent-decoding (`%40` → `@`), so that passwords may hold any byte.
+    private static func decode(_ text: Substring, what: String) throws(ConfigError) -> String {
+        var bytes: [UInt8] = []
+        var utf8 = Array(text.utf8)[...]
+        while let b = utf8.popFirst() {
+            guard b == UInt8(ascii: "%") else { bytes.append(b); continue }
+            guard utf8.count >= 2, let hi = hexValue(utf8.removeFirst()), let lo = hexValue(utf8.removeFirst()) else {
+                throw ConfigError(variable, "bad percent-escape in the \(what); write a literal % as %25")
+            }
+            bytes.append(hi << 4 | lo)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return b - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    /// The input with anything between `:` and `@` in the authority masked, so that an error
+    /// message never prints a password.
+    static func redactedInput(_ text: String) -> String {
+        let chars = Array(text)
+        guard let at = chars.lastIndex(of: "@") else { return text }
+        var start = 0
+        for i in 0..<max(0, chars.count - 2) where chars[i] == ":" && chars[i + 1] == "/" && chars[i + 2] == "/" {
+            start = i + 3
+            break
+        }
+        guard start <= at else { return text }
+        let authority = chars[start..<at]
+        let maskFrom = authority.firstIndex(of: ":").map { $0 + 1 } ?? start
+        return String(chars[..<maskFrom]) + "***" + String(chars[at...])
+    }
+}

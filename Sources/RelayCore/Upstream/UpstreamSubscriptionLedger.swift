@@ -1,0 +1,99 @@
+import DequeModule
+import NIOCore
+
+/// Whether an upstream subscription is to a channel or to a pattern.
+public enum SubscriptionKind: Sendable, Hashable {
+    case channel
+    case pattern
+}
+
+/// The upstream subscriber link's commands that Redis has not confirmed yet, in the order they
+/// were sent — Redis confirms (P)(UN)SUBSCRIBE one name at a time, in order — and the local
+/// clients waiting for each subscription to be confirmed before their own confirmation may be
+/// sent (subscribe-then-publish safety, DESIGN §3.2).
+///
+/// Pure bookkeeping, like postgres-nio's `ListenStateMachine`: the link does the I/O.
+public struct UpstreamSubscriptionLedger<Waiter> {
+    struct Key: Hashable {
+        var kind: SubscriptionKind
+        var name: ByteBuffer
+    }
+
+    struct Pending {
+        var key: Key
+        var subscribe: Bool
+        var waiters: [Waiter] = []
+    }
+
+    /// A confirmation that does not match what was sent: the link is out of step and must be
+    /// dropped (it is resynchronised on reconnect).
+    public struct Mismatch: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    private var inFlight: Deque<Pending> = []
+    /// Sequence number of `inFlight.first`.
+    private var headSequence: UInt64 = 0
+    /// The latest in-flight SUBSCRIBE/PSUBSCRIBE per name, by sequence number.
+    private var latestSubscribe: [Key: UInt64] = [:]
+
+    public init() {}
+
+    public var count: Int { inFlight.count }
+    public var isEmpty: Bool { inFlight.isEmpty }
+
+    /// One name of a (P)(UN)SUBSCRIBE command was written to the link.
+    public mutating func sent(_ kind: SubscriptionKind, _ name: ByteBuffer, subscribe: Bool) {
+        let key = Key(kind: kind, name: name)
+        let sequence = headSequence + UInt64(inFlight.count)
+        inFlight.append(Pending(key: key, subscribe: subscribe))
+        if subscribe {
+            latestSubscribe[key] = sequence
+        } else {
+            latestSubscribe[key] = nil
+        }
+    }
+
+    /// Attaches `waiter` to the in-flight subscription of `name`, if there is one; returns
+    /// whether it did (false: upstream already holds it, confirm at once).
+    public mutating func wait(for kind: SubscriptionKind, _ name: ByteBuffer, _ waiter: Waiter) -> Bool {
+        guard let sequence = latestSubscribe[Key(kind: kind, name: name)] else { return false }
+        inFlight[Int(sequence - headSequence)].waiters.append(waiter)
+        return true
+    }
+
+    /// Whether a subscription of `name` is sent and not yet confirmed.
+    public func isPending(_ kind: SubscriptionKind, _ name: ByteBuffer) -> Bool {
+        latestSubscribe[Key(kind: kind, name: name)] != nil
+    }
+
+    /// Redis confirmed the oldest in-flight name; returns the clients that waited for it.
+    public mutating func confirmed(_ kind: SubscriptionKind, _ name: ByteBuffer, subscribe: Bool) throws(Mismatch) -> [Waiter] {
+        guard let first = inFlight.first else {
+            throw Mismatch(description: "unexpected \(Self.verb(kind, subscribe)) confirmation for '\(String(buffer: name))': nothing in flight")
+        }
+        guard first.key.kind == kind, first.subscribe == subscribe, first.key.name == name else {
+            throw Mismatch(description: "expected \(Self.verb(first.key.kind, first.subscribe)) '\(String(buffer: first.key.name))', got \(Self.verb(kind, subscribe)) '\(String(buffer: name))'")
+        }
+        inFlight.removeFirst()
+        if first.subscribe, latestSubscribe[first.key] == headSequence {
+            latestSubscribe[first.key] = nil
+        }
+        headSequence += 1
+        return first.waiters
+    }
+
+    /// The link is gone: forgets everything in flight and returns every waiter (they are
+    /// confirmed locally, the relay being degraded).
+    public mutating func reset() -> [Waiter] {
+        let waiters = inFlight.flatMap(\.waiters)
+        headSequence += UInt64(inFlight.count)
+        inFlight.removeAll()
+        latestSubscribe.removeAll()
+        return waiters
+    }
+
+    static func verb(_ kind: SubscriptionKind, _ subscribe: Bool) -> String {
+        (kind == .pattern ? "p" : "") + (subscribe ? "subscribe" : "unsubscribe")
+    }
+}
