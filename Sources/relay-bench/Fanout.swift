@@ -21,6 +21,9 @@ struct FanoutOptions {
     var window: Int
     var maxLag: Int?          // messages; nil = automatic
     var payloadLength: Int
+    /// PUBLISH's expected integer: the subscribers, or 1 through a backplane (Redis counts the
+    /// subscribing relay once).
+    var expectedReply: Int? = nil
 }
 
 struct FanoutResult {
@@ -95,7 +98,7 @@ func runFanout(server: Server, options o: FanoutOptions) throws -> FanoutResult 
         }
         setNonBlocking(fd)
     }
-    pubFD = try connectUnix(server.socketPath)
+    pubFD = try connectUnix(server.publishSocketPath)
     setNonBlocking(pubFD)
 
     let set = SubscriberSet(fds: fds, header: header, payloadLength: payloadLength)
@@ -135,7 +138,7 @@ func runFanout(server: Server, options o: FanoutOptions) throws -> FanoutResult 
     let pfd = pubFD
     publisherThread = startThread {
         fanoutPublisher(fd: pfd, shared: shared, command: command.bytes, payloadOffset: command.payloadOffset,
-                        subscribers: n, window: window, maxLag: maxLag)
+                        subscribers: n, expectedReply: o.expectedReply ?? n, window: window, maxLag: maxLag)
     }
 
     // --- measure -----------------------------------------------------------------------------
@@ -244,7 +247,7 @@ private func fanoutReader(epfd: Int32, set: SubscriberSet, shared: FanoutShared)
 }
 
 private func fanoutPublisher(fd: Int32, shared: FanoutShared, command: [UInt8], payloadOffset: Int,
-                             subscribers: Int, window: Int, maxLag: Int) {
+                             subscribers: Int, expectedReply: Int, window: Int, maxLag: Int) {
     let cmdLength = command.count
     let batchMax = max(1, window / 4)
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: batchMax * cmdLength, alignment: 64)
@@ -256,7 +259,7 @@ private func fanoutPublisher(fd: Int32, shared: FanoutShared, command: [UInt8], 
     let replyBuffer = UnsafeMutableRawPointer.allocate(byteCount: replyBufferSize, alignment: 64)
     defer { replyBuffer.deallocate() }
 
-    var replies = ReplyCounter(expected: subscribers)
+    var replies = ReplyCounter(expected: expectedReply)
     var sent = 0
     var pendingStart = 0
     var pendingEnd = 0

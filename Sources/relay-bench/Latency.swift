@@ -68,7 +68,7 @@ func runLatency(server: Server, options o: LatencyOptions) throws -> LatencyResu
         throw BenchError("\(server.name): unexpected subscribe reply \"\(printable(got))\"")
     }
     setReceiveTimeout(subFD, seconds: 0.1)   // lets the reader notice `stop`
-    pubFD = try connectUnix(server.socketPath)
+    pubFD = try connectUnix(server.publishSocketPath)
 
     let set = SubscriberSet(fds: [subFD], header: Wire.messageHeader(channel: channel, payloadLength: o.payloadLength),
                             payloadLength: o.payloadLength)

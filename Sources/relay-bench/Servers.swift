@@ -37,6 +37,8 @@ final class Workspace {
 final class Server {
     let name: String
     let socketPath: String
+    /// Where publishers connect: the same server, or another relay of the fleet.
+    private(set) var publishSocketPath: String
     /// PID of the server process (from the launch, or SO_PEERCRED when attached); 0 if unknown.
     private(set) var pid: pid_t
     let launched: Bool
@@ -46,6 +48,7 @@ final class Server {
     private init(name: String, socketPath: String, pid: pid_t, launched: Bool, logPath: String?) {
         self.name = name
         self.socketPath = socketPath
+        self.publishSocketPath = socketPath
         self.pid = pid
         self.launched = launched
         self.logPath = logPath
@@ -93,23 +96,34 @@ final class Server {
         return s
     }
 
-    static func launchRelay(in ws: Workspace, binary: String) throws -> Server {
+    /// This server's subscribers with publishers on `publisher` (relay B fed through relay A).
+    func publishing(through publisher: Server, name: String) -> Server {
+        let s = Server(name: name, socketPath: socketPath, pid: pid, launched: false, logPath: logPath)
+        s.publishSocketPath = publisher.publishSocketPath
+        return s
+    }
+
+    static func launchRelay(in ws: Workspace, binary: String, name: String = "relay", redisURL: String? = nil) throws -> Server {
         guard access(binary, X_OK) == 0 else {
             throw BenchError("relay binary not found or not executable: \(binary) "
                 + "(build it with `swift build -c release`, or pass --relay PATH / --relay-socket PATH)")
         }
-        let sock = ws.file("relay.sock")
-        let log = ws.file("relay.log")
+        let sock = ws.file("\(name).sock")
+        let log = ws.file("\(name).log")
         // Local mode: no backplane, no metrics listener, quiet logs. Drop any relay config
         // inherited from the caller's environment so it cannot change what is measured.
         var env = inheritedEnvironment().filter {
             !$0.hasPrefix("RELAY_") && !$0.hasPrefix("REDIS_URL=") && !$0.hasPrefix("DATABASE_URL=")
         }
         env += ["RELAY_SOCKET=\(sock)", "RELAY_METRICS_ADDR=", "RELAY_LOG_LEVEL=warning"]
+        if let redisURL { env.append("REDIS_URL=\(redisURL)") }
         let pid = try spawnProcess(path: binary, args: [], env: env, logPath: log)
         registerEmergencyPID(pid)
-        let s = Server(name: "relay", socketPath: sock, pid: pid, launched: true, logPath: log)
+        let s = Server(name: name, socketPath: sock, pid: pid, launched: true, logPath: log)
         do { try s.waitReady(timeout: 30) } catch { s.stop(); throw error }
+        if redisURL != nil {
+            do { try s.waitBackplaneUp(timeout: 10) } catch { s.stop(); throw error }
+        }
         return s
     }
 
@@ -146,6 +160,16 @@ final class Server {
         }
         throw BenchError("\(name) did not accept connections on \(socketPath) within \(Int(timeout)) s "
             + "(\(lastError))\(logTail())")
+    }
+
+    /// Waits (bounded) until a relay with a backplane reports `redis_state:up`.
+    private func waitBackplaneUp(timeout: Double) throws {
+        let deadline = monoNanos() + UInt64(timeout * 1e9)
+        while monoNanos() < deadline {
+            if info("redis_state") == "up" { return }
+            usleep(20_000)
+        }
+        throw BenchError("\(name) did not join the Redis backplane within \(Int(timeout)) s\(logTail())")
     }
 
     func logTail() -> String {

@@ -8,7 +8,12 @@ import Glibc
 #endif
 
 enum Scenario: String, CaseIterable {
-    case fanout_100, fanout_1000, pattern_1000, latency, idle
+    case fanout_100, fanout_1000, pattern_1000, latency, backplane_100, backplane_latency, idle
+
+    /// Backplane scenarios: the relay side is a fleet — publisher on relay A, subscribers on
+    /// relay B, both joined through the same redis-server — against the same clients directly
+    /// on that redis-server.
+    var isBackplane: Bool { self == .backplane_100 || self == .backplane_latency }
 
     /// Execution order: the idle-memory scenario runs first, on servers that have not yet
     /// grown (and kept) heap during the load scenarios, so the RSS delta per client is honest.
@@ -20,6 +25,8 @@ enum Scenario: String, CaseIterable {
         case .fanout_1000: return "1 pub -> 1 channel -> 1000 subscribers"
         case .pattern_1000: return "1 pub -> 1 channel -> 1000 pattern subscribers"
         case .latency: return "fixed-rate latency, 1 pub -> 1 subscriber"
+        case .backplane_100: return "backplane: pub on relay A -> redis -> 100 subscribers on relay B"
+        case .backplane_latency: return "backplane latency: relay A -> redis -> relay B, 1 -> 1"
         case .idle: return "idle-client memory"
         }
     }
@@ -113,8 +120,10 @@ struct RelayBench: ParsableCommand {
 
         var workspace: Workspace? = nil
         var servers: [Server] = []
+        var fleetMembers: [Server] = []
+        var fleet: Server? = nil
         defer {
-            for s in servers { s.stop() }
+            for s in servers + fleetMembers { s.stop() }
             workspace?.remove()
         }
         do {
@@ -131,6 +140,14 @@ struct RelayBench: ParsableCommand {
                     servers.append(try Server.attach(name: "relay", socketPath: p))
                 } else {
                     servers.append(try Server.launchRelay(in: ws, binary: relay ?? defaultRelayBinary()))
+                }
+                if selected.contains(where: \.isBackplane) {
+                    let binary = relay ?? defaultRelayBinary()
+                    let url = "unix://" + servers[0].socketPath
+                    let a = try Server.launchRelay(in: ws, binary: binary, name: "relay-a", redisURL: url)
+                    let b = try Server.launchRelay(in: ws, binary: binary, name: "relay-b", redisURL: url)
+                    fleetMembers = [a, b]
+                    fleet = b.publishing(through: a, name: "relay")
                 }
             }
         } catch {
@@ -171,7 +188,9 @@ struct RelayBench: ParsableCommand {
             let reps = scenario == .idle ? 1 : repeatCount
             var runs: [String: [Outcome]] = [:]
             for rep in 0..<reps {
-                for server in servers {
+                for listed in servers {
+                    // Backplane scenarios measure the fleet where the local relay would be.
+                    let server = scenario.isBackplane && listed.name == "relay" ? (fleet ?? listed) : listed
                     var outcome: Outcome
                     if !server.checkAlive() {
                         outcome = .failed("\(server.name) is not running (\(server.exitDescription ?? "gone"))")
@@ -266,16 +285,17 @@ struct RelayBench: ParsableCommand {
                              warmupSeconds: Double, latencySeconds: Double, fileLimit: Int) -> Outcome {
         do {
             switch scenario {
-            case .fanout_100, .fanout_1000, .pattern_1000:
-                let n = scenario == .fanout_100 ? 100 : 1000
+            case .fanout_100, .fanout_1000, .pattern_1000, .backplane_100:
+                let n = scenario == .fanout_100 || scenario == .backplane_100 ? 100 : 1000
                 if fileLimit < n + 64 {
                     return .skipped("needs \(n + 64) file descriptors, limit is \(fileLimit)")
                 }
                 let o = FanoutOptions(subscribers: n, pattern: scenario == .pattern_1000, seconds: measureSeconds,
                                       warmup: warmupSeconds, readers: readers, window: window, maxLag: maxLag,
-                                      payloadLength: payload)
+                                      payloadLength: payload,
+                                      expectedReply: server.publishSocketPath != server.socketPath ? 1 : nil)
                 return .fanout(try runFanout(server: server, options: o))
-            case .latency:
+            case .latency, .backplane_latency:
                 let o = LatencyOptions(rate: rate, seconds: latencySeconds, warmup: warmupSeconds,
                                        payloadLength: payload)
                 return .latency(try runLatency(server: server, options: o))
@@ -321,7 +341,7 @@ struct RelayBench: ParsableCommand {
             }
         }
         switch scenario {
-        case .fanout_100, .fanout_1000, .pattern_1000:
+        case .fanout_100, .fanout_1000, .pattern_1000, .backplane_100:
             var ra: FanoutResult? = nil, rb: FanoutResult? = nil
             if case .fanout(let r)? = a { ra = r }
             if case .fanout(let r)? = b { rb = r }
@@ -353,7 +373,7 @@ struct RelayBench: ParsableCommand {
             report.result(name + "_bench_cpu", ra?.benchCPU, rb?.benchCPU, ratio: false)
             report.result(name + "_server_rss_kib", ra?.serverRSSAfterKiB.map(Double.init),
                           rb?.serverRSSAfterKiB.map(Double.init), ratio: false)
-        case .latency:
+        case .latency, .backplane_latency:
             var ra: LatencyResult? = nil, rb: LatencyResult? = nil
             if case .latency(let r)? = a { ra = r }
             if case .latency(let r)? = b { rb = r }
