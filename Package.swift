@@ -24,9 +24,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
-        // C libraries, wrapped as Debian ships them. The upstream links (Redis backplane, Postgres
-        // bridge) are built on them; until then only RelayTests links them, so the local-mode
-        // binary does not carry libpq's dependency tree.
+        // C libraries, wrapped as Debian ships them: hiredis for the Redis backplane, libpq for
+        // the Postgres bridge.
         .systemLibrary(
             name: "CHiredis",
             pkgConfig: "hiredis",
@@ -55,6 +54,7 @@ let package = Package(
             dependencies: [
                 "RelayCore",
                 "CHiredis",
+                "CLibpq",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -42,7 +42,7 @@ final class OutputFlusher {
             client.flush()
         }
         spare.removeAll(keepingCapacity: true)
-        let taken = stats.messagesPublished + stats.messagesFromRedis
+        let taken = stats.messagesPublished + stats.messagesFromRedis + stats.messagesFromPostgres
         if taken != publishedAtLastFlush {
             publishedAtLastFlush = taken
             recordDeliveryLatency?(.now() - tickStarted)

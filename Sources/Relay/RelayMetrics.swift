@@ -33,6 +33,9 @@ public final class RelayMetrics: Sendable {
     private let gapsRedis: Prometheus.Counter
     private let gapsPostgres: Prometheus.Counter
     private let unconfirmedPublishes: Prometheus.Counter
+    private let pgReceived: Prometheus.Counter
+    private let pgPublished: Prometheus.Counter
+    private let leaseChanges: Prometheus.Counter
     /// Time from handling a publish to handing the tick's batch to the kernel.
     let deliveryLatency: DurationHistogram
     private let protocolErrors: [String: Prometheus.Counter]
@@ -73,6 +76,12 @@ public final class RelayMetrics: Sendable {
         unconfirmedPublishes = registry.makeCounter(
             name: p + "redis_unconfirmed_publishes_total",
             help: "PUBLISHes in flight when the Redis publisher connection dropped: answered 0 and not delivered locally.")
+        pgReceived = registry.makeCounter(name: p + "postgres_notifications_received_total",
+                                          help: "Postgres notifications received by this relay's listener.")
+        pgPublished = registry.makeCounter(name: p + "postgres_notifications_published_total",
+                                           help: "Postgres notifications this relay published to the Redis backplane (as the leader).")
+        leaseChanges = registry.makeCounter(name: p + "leader_changes_total",
+                                            help: "Times this relay took or gave up the Postgres leader lease.")
         protocolErrors = Dictionary(uniqueKeysWithValues: ProtocolError.allReasons.map { reason in
             (reason, registry.makeCounter(name: p + "protocol_errors_total", labels: [("reason", reason)],
                                           help: "Protocol errors (each closed its client), by reason."))
@@ -92,6 +101,8 @@ public final class RelayMetrics: Sendable {
         channelSubscriptions.set(Double(s.channelSubscriptions))
         patternSubscriptions.set(Double(s.patternSubscriptions))
         upstreamUpRedis.set(Double(s.redis?.forwarding == true ? 1 : 0))
+        upstreamUpPostgres.set(Double(s.postgres?.listening == true ? 1 : 0))
+        leader.set(Double(s.postgres?.leader == true ? 1 : 0))
         exported.withLockedValue { seen in
             func advance(_ counter: Prometheus.Counter, _ key: String, _ value: Int) {
                 let delta = value - seen[key, default: 0]
@@ -102,7 +113,15 @@ public final class RelayMetrics: Sendable {
             advance(commands, "commands", s.commandsTotal)
             advance(messagesLocal, "messages_local", s.messagesPublished)
             advance(messagesRedis, "messages_redis", s.messagesFromRedis)
+            advance(messagesPostgres, "messages_postgres", s.messagesFromPostgres)
             advance(deliveries, "deliveries", s.deliveries)
+            if let p = s.postgres {
+                advance(reconnectsPostgres, "reconnects_postgres", p.reconnects)
+                advance(gapsPostgres, "gaps_postgres", p.gaps)
+                advance(pgReceived, "pg_received", p.received)
+                advance(pgPublished, "pg_published", p.published)
+                advance(leaseChanges, "lease_changes", p.leaseChanges)
+            }
             if let r = s.redis {
                 advance(reconnectsRedis, "reconnects_redis", r.reconnects)
                 advance(gapsRedis, "gaps_redis", r.gaps)

@@ -88,6 +88,7 @@ public final class RelayServer: Sendable {
             try loop.submit {
                 state.value.isServing = true
                 state.value.backplane?.start()
+                state.value.postgres?.start()
             }.wait()
             logger.info("serving", metadata: [
                 "socket": "\(socketPath)", "activated": "\(activated != nil)",
@@ -215,7 +216,10 @@ public final class RelayServer: Sendable {
         }
         try? drained.wait()
         timeout.cancel()
-        try? loop.submit { state.value.backplane?.stop() }.wait()
+        try? loop.submit {
+            state.value.postgres?.stop()
+            state.value.backplane?.stop()
+        }.wait()
         metricsServer?.stop()
         try? group.syncShutdownGracefully()
         logger.info("stopped")

@@ -10,6 +10,7 @@ struct RelaySnapshot: Sendable {
     var patternSubscriptions: Int
     var messagesPublished: Int
     var messagesFromRedis: Int
+    var messagesFromPostgres: Int
     var deliveries: Int
     var droppedFrames: Int
     var unknownCommands: Int
@@ -20,18 +21,26 @@ struct RelaySnapshot: Sendable {
     var securityDisconnects: Int
     /// nil when no backplane is configured.
     var redis: RedisLinkStatus?
+    /// nil when no Postgres bridge is configured.
+    var postgres: PostgresBridgeStatus?
 
     /// `redis`: nil when not configured, else whether it is up (forwarding).
-    static func statusLine(isServing: Bool, clients: Int, redis: Bool?) -> String {
+    static func statusLine(isServing: Bool, clients: Int, redis: Bool?, postgres: String?) -> String {
         let backplane = redis.map { $0 ? "up" : "degraded" } ?? "not configured"
-        return "\(isServing ? "serving" : "stopping") \(clients) clients; redis: \(backplane); postgres: not configured"
+        return "\(isServing ? "serving" : "stopping") \(clients) clients; redis: \(backplane); postgres: \(postgres ?? "not configured")"
     }
 
     /// `/health`'s body.
     var healthJSON: String {
         "{\"status\":\"\(isServing ? "serving" : "stopping")\",\"degraded\":\(redis.map { !$0.forwarding } ?? false),\"clients\":\(clients),"
             + "\"socket\":\(RelayLogHandler.jsonString(socketPath)),"
-            + "\"upstreams\":{\"redis\":\(redisJSON),\"postgres\":\"not configured\"}}"
+            + "\"upstreams\":{\"redis\":\(redisJSON),\"postgres\":\(postgresJSON)}}"
+    }
+
+    private var postgresJSON: String {
+        guard let p = postgres else { return "\"not configured\"" }
+        return "{\"mode\":\"\(p.mode)\",\"listening\":\(p.listening),\"leader\":\(p.leader),"
+            + "\"reconnects\":\(p.reconnects),\"last_error\":\(RelayLogHandler.jsonString(p.lastError))}"
     }
 
     private var redisJSON: String {

@@ -26,6 +26,8 @@ final class RelayState {
     let socketPath: String
     /// The Redis backplane when `REDIS_URL` is set (started by the server once it serves).
     private(set) var backplane: UpstreamRedisLink?
+    /// The Postgres bridge when `DATABASE_URL` is set.
+    private(set) var postgres: PostgresBridge?
 
     init(config: RelayConfig, socketPath: String, eventLoop: EventLoop, logger: Logger) {
         self.config = config
@@ -49,6 +51,9 @@ final class RelayState {
             backplane = link
             executor.backplane = link
         }
+        if let conninfo = config.databaseURL {
+            postgres = PostgresBridge(config: config, conninfo: conninfo, state: self, backplane: backplane, eventLoop: eventLoop)
+        }
     }
 
     /// Applies a reloaded configuration's reloadable settings to the relay and every client.
@@ -61,7 +66,8 @@ final class RelayState {
 
     /// The systemd STATUS= line, checked every second: cheap (no walk over the subscriptions).
     var statusLine: String {
-        RelaySnapshot.statusLine(isServing: isServing, clients: clients.count, redis: backplane?.isForwarding)
+        RelaySnapshot.statusLine(isServing: isServing, clients: clients.count, redis: backplane?.isForwarding,
+                                 postgres: postgres?.mode)
     }
 
     /// The counters and state for `/metrics` and `/health`.
@@ -72,12 +78,13 @@ final class RelayState {
             connectionsTotal: stats.connectionsReceived, commandsTotal: stats.commandsProcessed,
             channelSubscriptions: totals.channels, patternSubscriptions: totals.patterns,
             messagesPublished: stats.messagesPublished, messagesFromRedis: stats.messagesFromRedis,
+            messagesFromPostgres: stats.messagesFromPostgres,
             deliveries: stats.deliveries,
             droppedFrames: stats.droppedFrames, unknownCommands: stats.unknownCommands,
             rejectedCommands: stats.rejectedCommands, protocolErrors: stats.protocolErrors,
             slowConsumerDisconnects: stats.slowConsumerDisconnects,
             queryBufferDisconnects: stats.queryBufferDisconnects, securityDisconnects: stats.securityDisconnects,
-            redis: backplane?.status)
+            redis: backplane?.status, postgres: postgres?.status)
     }
 
     func makeClient() -> ClientConnection {
@@ -178,7 +185,7 @@ final class RelayState {
         } else {
             lines.append("redis_backplane:disabled")
         }
-        lines.append("postgres_bridge:disabled")
+        lines += postgres?.infoLines ?? ["postgres_bridge:disabled"]
         return lines
     }
 
@@ -191,6 +198,7 @@ final class RelayState {
             "pubsub_patterns:\(hub.registry.patternCount)",
             "messages_published:\(stats.messagesPublished)",
             "messages_from_redis:\(stats.messagesFromRedis)",
+            "messages_from_postgres:\(stats.messagesFromPostgres)",
             "messages_delivered:\(stats.deliveries)",
             "unknown_commands:\(stats.unknownCommands)",
             "rejected_commands:\(stats.rejectedCommands)",

@@ -15,7 +15,7 @@ import RelayCore
 struct PubSubRelayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pubsub-relay",
-        abstract: "A Redis-protocol pub/sub hub on a Unix socket (local mode; Redis backplane and Postgres bridge to come).",
+        abstract: "A Redis-protocol pub/sub hub on a Unix socket, bridged to a Redis backplane and to Postgres LISTEN/NOTIFY.",
         subcommands: [Run.self, CheckConfig.self],
         defaultSubcommand: Run.self
     )
@@ -68,6 +68,9 @@ struct EnvironmentOptions: ParsableArguments {
             config = try RelayConfig.parse(environment: env, isRoot: geteuid() == 0)
         } catch {
             return .failure(error)
+        }
+        if let url = config.databaseURL, let error = postgresConninfoError(url) {
+            return .failure(ConfigError("DATABASE_URL", "libpq cannot read it: \(error); expected a conninfo string (host=… dbname=…) or a postgresql:// URI"))
         }
         // The one check that needs the system: the socket's group must exist.
         if let group = config.socketGroup, getgrnam(group) == nil, gid_t(group) == nil {

@@ -296,3 +296,174 @@ def any_server(request):
     if request.param == "redis":
         return request.getfixturevalue("redis_server")
     return request.getfixturevalue("relay_or_selftest")
+
+
+# ---- Redis backplane helpers (issue 3) ----------------------------------------------------------
+#
+# `RedisAt`: a redis-server on a chosen Unix socket path that can be SIGKILLed / SIGSTOPped and
+# started again on the same path (fault tests). `relay_info` / `wait_redis_state`: bounded polls of
+# `INFO upstreams` on a relay. `backplane_relay`: a relay joined to a Redis through REDIS_URL,
+# returned once INFO says `redis_state:up`.
+
+def relay_info(path: str, section: str = "upstreams", timeout: float = 3.0) -> dict:
+    """`INFO <section>` asked on a relay (or Redis) socket, as a dict of its `key:value` lines."""
+    from resputil import Conn, parse1  # local import: resputil is a sibling module
+    with Conn(path, timeout=timeout) as c:
+        c.send(b"*2\r\n$4\r\nINFO\r\n$%d\r\n%s\r\n" % (len(section), section.encode()))
+        body = parse1(c.read_frame(timeout))
+    if isinstance(body, tuple):
+        raise AssertionError("INFO %s answered %r" % (section, body))
+    out = {}
+    for line in body.decode("utf-8", "replace").splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            out[k] = v
+    return out
+
+
+def wait_until(pred, timeout: float, interval: float = 0.02):
+    """Calls pred() until it returns a truthy value or `timeout` seconds pass; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def wait_redis_state(relay, state: str = "up", timeout: float = 10.0, key: str = "redis_state") -> dict:
+    """Polls `INFO upstreams` on `relay` (a Relay or a socket path) until `<key>:<state>`; returns
+    the INFO dict, or fails with the last INFO seen and the relay's stderr tail."""
+    path = relay if isinstance(relay, str) else relay.socket
+    deadline = time.monotonic() + timeout
+    info: dict = {}
+    err = None
+    while True:
+        try:
+            info = relay_info(path)
+            err = None
+            if info.get(key) == state:
+                return info
+        except (OSError, AssertionError) as e:
+            err = e
+        if time.monotonic() >= deadline:
+            tail = "" if isinstance(relay, str) else "\n".join(relay.stderr().splitlines()[-15:])
+            raise AssertionError("%s:%s not reached within %.1fs (last INFO upstreams %r, error %r)\nrelay stderr tail:\n%s"
+                                 % (key, state, timeout, info, err, tail))
+        time.sleep(0.02)
+
+
+class RedisAt:
+    """A redis-server on a chosen Unix socket path (default: a fresh one), restartable on that path."""
+
+    kind = "redis"
+
+    def __init__(self, binary: str, socket_path: str | None = None, extra: list[str] | None = None,
+                 start: bool = True):
+        self.binary = binary
+        self.dir = short_tmpdir("rit-redisat-")
+        self.socket = socket_path or os.path.join(self.dir, "redis.sock")
+        self.extra = list(extra or [])
+        self.proc: subprocess.Popen | None = None
+        self.generation = 0
+        self._logs: list = []
+        if start:
+            self.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> float:
+        """Starts redis-server on self.socket; returns time.monotonic() when it first accepted."""
+        assert not self.running(), "redis-server pid %d still running" % self.proc.pid
+        self.generation += 1
+        log = open(os.path.join(self.dir, "redis-%d.log" % self.generation), "w+b")
+        self._logs.append(log)
+        args = [self.binary, "--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"] + self.extra
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited with %s; log:\n%s" % (self.proc.returncode, self.log_text()))
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(1.0)
+                    s.connect(self.socket)
+                    s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                    reply = s.recv(64)
+                    if reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH"):
+                        return time.monotonic()
+            except OSError as e:
+                last = e
+            time.sleep(0.005)
+        raise RuntimeError("redis-server not accepting on %s after %.0fs (%s)" % (self.socket, timeout, last))
+
+    def log_text(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "redis-%d.log" % self.generation), "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def kill9(self):
+        """SIGKILL by PID and reap (the socket file stays behind, as after a crash)."""
+        if self.running():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def sigstop(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def sigcont(self):
+        if self.running():
+            os.kill(self.proc.pid, signal.SIGCONT)
+
+    def client(self, **kw):
+        import redis  # redis-py
+        kw.setdefault("socket_timeout", 5)
+        return redis.Redis(unix_socket_path=self.socket, **kw)
+
+    def stop(self):
+        if self.proc is not None:
+            self.sigcont()
+            stop_pid(self.proc)
+        for log in self._logs:
+            log.close()
+        self._logs = []
+
+
+@pytest.fixture
+def redis_at_factory(redis_server_binary):
+    started: list[RedisAt] = []
+
+    def start(socket_path: str | None = None, extra: list[str] | None = None, start: bool = True) -> RedisAt:
+        s = RedisAt(redis_server_binary, socket_path, extra, start)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+        shutil.rmtree(s.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def backplane_relay(relay_factory):
+    """start(redis_url, env=None, wait_up=True): a relay with REDIS_URL set; with wait_up, returned
+    only once `INFO upstreams` shows `redis_state:up` (bounded)."""
+
+    def start(redis_url: str, env: dict | None = None, wait_up: bool = True, timeout: float = 10.0) -> Relay:
+        e = {"REDIS_URL": redis_url}
+        e.update(env or {})
+        r = relay_factory(e)
+        if wait_up:
+            wait_redis_state(r, "up", timeout)
+        return r
+
+    return start

@@ -46,6 +46,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         case bookkeeping
         /// The last write of a fleet-count batch: releases the clients whose confirmation waited.
         case fleetAck([Waiter])
+        /// A request of another part of the relay (the Postgres bridge); nil when the link dropped.
+        case callback((RedisReply?) -> Void)
     }
 
     final class Link {
@@ -98,6 +100,10 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private(set) var lastError = ""
     /// PUBLISHes whose connection dropped before Redis answered (answered 0, not delivered).
     private(set) var unconfirmedPublishes = 0
+    /// Told when forwarding starts or stops (the Postgres bridge follows it).
+    var onForwardingChange: ((Bool) -> Void)?
+    /// Called every tick (100 ms) while the link runs.
+    var onTick: (() -> Void)?
 
     init(url: RedisURL, config: RelayConfig, state: RelayState, eventLoop: EventLoop) {
         self.url = url
@@ -280,6 +286,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             fill(w, reply)
         case .fleetAck(let waiters):
             release(waiters)
+        case .callback(let completion):
+            completion(nil)
         case .handshake, .handshakeDone, .ping, .bookkeeping:
             break
         }
@@ -309,6 +317,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                              metadata: ["reason": "\(lastError)"])
             }
         }
+        onForwardingChange?(forwarding)
     }
 
     // MARK: Timer
@@ -317,6 +326,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { [self] in
             guard !stopped else { return }
             tick()
+            onTick?()
             scheduleTick()
         }
     }
@@ -390,6 +400,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         case .fleetAck(let waiters):
             logBookkeepingError(link, reply)
             release(waiters)
+        case .callback(let completion):
+            completion(reply)
         }
     }
 
@@ -477,6 +489,16 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         }
         send(pub, command, .query((client, client.reserveReplySlot()), query))
         return true
+    }
+
+    /// Sends a command on the publisher connection for another part of the relay; `completion`
+    /// gets Redis's reply, or nil if the connection is not ready or drops first.
+    func request(_ args: [ByteBuffer], _ completion: @escaping (RedisReply?) -> Void) {
+        guard pub.phase == .ready else {
+            completion(nil)
+            return
+        }
+        send(pub, args, .callback(completion))
     }
 
     // MARK: Sending

@@ -83,8 +83,8 @@ public final class CommandExecutor<Client: RelayClient> {
         let v = client.session.resp
         switch spec.handler {
         case .publish:
+            stats.messagesPublished += 1
             if let backplane, backplane.isForwarding {
-                stats.messagesPublished += 1
                 backplane.publish(channel: args[1], payload: args[2], from: client)
             } else {
                 let n = hub.publish(channel: args[1], payload: args[2])

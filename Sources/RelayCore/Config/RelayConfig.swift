@@ -19,7 +19,10 @@ public struct RelayConfig: Sendable, Equatable {
     public var redisTimeoutMilliseconds = 3000
     /// Cap of the reconnect backoff (exponential from 50 ms, with jitter).
     public var redisBackoffMaxMilliseconds = 5000
+    /// libpq conninfo or URI of the Postgres bridge; nil = no bridge.
     public var databaseURL: String?
+    /// Lease of the Postgres leader in Redis (renewed every third of it, at most every second).
+    public var leaderTTLMilliseconds = 5000
     public var pgChannels: [String] = []
     public var pgPrefix = ""
     public var namespace = "pubsub-relay"
@@ -45,7 +48,7 @@ public struct RelayConfig: Sendable, Equatable {
         "RELAY_PG_CHANNELS", "RELAY_PG_PREFIX", "RELAY_NAMESPACE", "RELAY_MAX_MESSAGE_BYTES",
         "RELAY_MAX_ARGUMENTS", "RELAY_QUERY_BUFFER_LIMIT", "RELAY_CLIENT_BUFFER_LIMIT",
         "RELAY_METRICS_ADDR", "RELAY_LOG_LEVEL", "RELAY_LOG_FORMAT", "RELAY_ENABLE_DEBUG_COMMAND",
-        "RELAY_REDIS_TIMEOUT", "RELAY_REDIS_BACKOFF_MAX",
+        "RELAY_REDIS_TIMEOUT", "RELAY_REDIS_BACKOFF_MAX", "RELAY_LEADER_TTL",
     ]
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -87,14 +90,18 @@ public struct RelayConfig: Sendable, Equatable {
         if let v = value("RELAY_REDIS_BACKOFF_MAX") {
             c.redisBackoffMaxMilliseconds = try duration(v, "RELAY_REDIS_BACKOFF_MAX", min: 100, max: 30_000)
         }
-        if value("DATABASE_URL") != nil {
-            throw ConfigError("DATABASE_URL", "the PostgreSQL bridge is not available in this build yet (local mode only); unset DATABASE_URL to run as a local hub")
+        c.databaseURL = value("DATABASE_URL")
+        if let v = value("RELAY_LEADER_TTL") {
+            c.leaderTTLMilliseconds = try duration(v, "RELAY_LEADER_TTL", min: 300, max: 60_000)
         }
         if let channels = value("RELAY_PG_CHANNELS") {
             c.pgChannels = channels.split(separator: ",").map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
             for ch in c.pgChannels where ch.utf8.count >= 64 {
                 throw ConfigError("RELAY_PG_CHANNELS", "channel '\(ch)' is \(ch.utf8.count) bytes; PostgreSQL channel names must be under 64 bytes")
             }
+        }
+        if c.databaseURL != nil && c.pgChannels.isEmpty {
+            throw ConfigError("RELAY_PG_CHANNELS", "DATABASE_URL is set but no channel is; list the Postgres channels to LISTEN, comma-separated (e.g. orders,users)")
         }
         c.pgPrefix = env["RELAY_PG_PREFIX"] ?? ""
         if let ns = value("RELAY_NAMESPACE") { c.namespace = ns }
@@ -192,6 +199,7 @@ public struct RelayConfig: Sendable, Equatable {
         restart("REDIS_URL", redisURL, new.redisURL)
         restart("RELAY_REDIS_TIMEOUT", redisTimeoutMilliseconds, new.redisTimeoutMilliseconds)
         restart("RELAY_REDIS_BACKOFF_MAX", redisBackoffMaxMilliseconds, new.redisBackoffMaxMilliseconds)
+        restart("RELAY_LEADER_TTL", leaderTTLMilliseconds, new.leaderTTLMilliseconds)
         restart("DATABASE_URL", databaseURL, new.databaseURL)
         restart("RELAY_PG_CHANNELS", pgChannels, new.pgChannels)
         restart("RELAY_PG_PREFIX", pgPrefix, new.pgPrefix)

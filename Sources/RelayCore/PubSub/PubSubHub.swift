@@ -36,7 +36,6 @@ public final class PubSubHub<Subscriber: MessageSink> {
                 return n
             }
         }
-        stats.messagesPublished += 1
         stats.deliveries += receivers
         return receivers
     }

@@ -8,6 +8,8 @@ public final class RelayStats {
     /// Messages the Redis backplane delivered on the subscriber link (each `message` and
     /// `pmessage` frame counts once).
     public var messagesFromRedis = 0
+    /// Postgres notifications delivered to local subscribers directly (no backplane, or degraded).
+    public var messagesFromPostgres = 0
     public var deliveries = 0
     public var unknownCommands = 0
     public var rejectedCommands = 0

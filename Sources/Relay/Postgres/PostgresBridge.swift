@@ -1,0 +1,207 @@
+import Logging
+import NIOCore
+import RelayCore
+
+/// Postgres notifications as relay channels (DESIGN §3.5, issue 4). Decides when this relay
+/// LISTENs and where each notification goes:
+///
+/// * no backplane, or the backplane degraded: LISTEN, deliver to the local subscribers directly;
+/// * backplane up: only the lease holder (the leader) LISTENs, and publishes each notification to
+///   Redis on `${RELAY_PG_PREFIX}<channel>`; every relay's subscribers get it from the backplane.
+///
+/// Confined to the relay's event loop; the listener's thread reports through `handle(_:)`.
+final class PostgresBridge {
+    private let listener: PostgresListener
+    private unowned let state: RelayState
+    private unowned let backplane: UpstreamRedisLink?
+    private var lease: LeaderLease?
+    private let prefix: [UInt8]
+    private var logger: Logger { state.logger }
+
+    private(set) var listening = false
+    private(set) var notificationsReceived = 0
+    private(set) var publishedUpstream = 0
+    private(set) var deliveredLocally = 0
+    /// Notifications whose upstream PUBLISH got no answer (the publisher connection dropped).
+    private(set) var lostUpstream = 0
+    private(set) var reconnects = 0
+    private(set) var gaps = 0
+    private(set) var gapSecondsTotal = 0.0
+    private(set) var lastError = ""
+    private var everListened = false
+
+    init(config: RelayConfig, conninfo: String, state: RelayState, backplane: UpstreamRedisLink?, eventLoop: EventLoop) {
+        self.state = state
+        self.backplane = backplane
+        self.prefix = Array(config.pgPrefix.utf8)
+        if let backplane {
+            lease = LeaderLease(namespace: config.namespace, holder: backplane.relayID, ttlMilliseconds: config.leaderTTLMilliseconds)
+        }
+        let loop = eventLoop
+        var handle: (@Sendable (PostgresListener.Event) -> Void)?
+        let box = NIOLoopBoundBox<PostgresBridge?>(nil, eventLoop: loop)
+        handle = { event in loop.execute { box.value?.handle(event) } }
+        listener = PostgresListener(conninfo: conninfo, channels: config.pgChannels, onEvent: handle!)
+        box.value = self
+        backplane?.onForwardingChange = { [unowned self] forwarding in forwardingChanged(forwarding) }
+        backplane?.onTick = { [unowned self] in leaseTick() }
+    }
+
+    var isLeader: Bool { lease?.isLeader ?? false }
+    var leaseChanges: Int { lease?.changes ?? 0 }
+    var mode: String { backplane == nil ? "local" : (backplane!.isForwarding ? (isLeader ? "leader" : "standby") : "degraded") }
+
+    func start() {
+        logger.info("postgres bridge: starting", metadata: ["mode": "\(mode)", "channels": "\(state.config.pgChannels.joined(separator: ","))"])
+        listener.start()
+        updateWanted()
+    }
+
+    /// Shutdown: hands the lease over at once and closes the connection.
+    func stop() {
+        if isLeader, let lease, let backplane { backplane.request(lease.releaseCommand) { _ in } }
+        listener.stop()
+    }
+
+    /// LISTEN while this relay is the one that must: the leader, or every relay when there is
+    /// no working backplane.
+    private func updateWanted() {
+        let wanted = backplane == nil || !backplane!.isForwarding || isLeader
+        listener.setWanted(wanted)
+    }
+
+    // MARK: Listener events (on the event loop)
+
+    private func handle(_ event: PostgresListener.Event) {
+        switch event {
+        case .listening(let gap):
+            listening = true
+            if everListened { reconnects += 1 }
+            everListened = true
+            if let gap {
+                gaps += 1
+                gapSecondsTotal += gap
+                logger.notice("postgres: listening again; notifications sent while no one listened are lost (LISTEN/NOTIFY is at-most-once)",
+                              metadata: ["gap_seconds": "\(UpstreamRedisLink.format(gap))", "mode": "\(mode)"])
+            } else {
+                logger.info("postgres: listening", metadata: ["channels": "\(state.config.pgChannels.count)", "mode": "\(mode)"])
+            }
+        case .lost(let reason):
+            listening = false
+            lastError = reason
+            logger.error("postgres: listening connection lost; reconnecting", metadata: ["reason": "\(reason)"])
+        case .attemptFailed(let reason, let retry):
+            lastError = reason
+            logger.warning("postgres: connect/LISTEN failed", metadata: ["reason": "\(reason)", "retry_in_ms": "\(retry)"])
+        case .stopped:
+            listening = false
+            logger.info("postgres: stopped listening", metadata: ["mode": "\(mode)"])
+        case .notifications(let batch):
+            deliver(batch)
+        }
+    }
+
+    /// Each notification goes to the backplane while it works (published by this relay because
+    /// it was listening as the leader), else straight to the local subscribers.
+    private func deliver(_ batch: [PostgresListener.Notification]) {
+        notificationsReceived += batch.count
+        for n in batch {
+            let channel = ByteBuffer(bytes: prefix + n.channel)
+            let payload = ByteBuffer(bytes: n.payload)
+            if let backplane, backplane.isForwarding {
+                publishedUpstream += 1
+                backplane.request([Self.publish, channel, payload]) { [unowned self] reply in
+                    if reply == nil || reply!.isError { lostUpstream += 1 }
+                }
+            } else {
+                deliveredLocally += 1
+                state.stats.messagesFromPostgres += 1
+                state.hub.publish(channel: channel, payload: payload)
+            }
+        }
+    }
+
+    private static let publish = ByteBuffer(string: "PUBLISH")
+
+    // MARK: Lease
+
+    private func forwardingChanged(_ forwarding: Bool) {
+        if !forwarding, let action = lease?.backplaneLost() { apply(action) }
+        if forwarding { leaseTick() }
+        updateWanted()
+    }
+
+    private func leaseTick() {
+        guard let backplane, backplane.isForwarding, lease != nil else { return }
+        apply(lease!.tick(now: monotonicNanoseconds()))
+    }
+
+    private func apply(_ action: LeaderLease.Action) {
+        guard let backplane, let lease else { return }
+        switch action {
+        case .none:
+            return
+        case .acquire:
+            backplane.request(lease.acquireCommand) { [unowned self] reply in
+                let ok = reply.map { $0.isStatus && $0.equals("OK") } ?? false
+                if self.lease!.acquired(ok) {
+                    logger.notice("postgres: this relay is now the leader (holds the lease, LISTENs for the fleet)",
+                                  metadata: ["lease": "\(lease.key)", "ttl_ms": "\(lease.ttlMilliseconds)"])
+                    updateWanted()
+                } else if let reply, reply.isError {
+                    logger.warning("postgres: taking the leader lease failed", metadata: ["error": "\(reply.text)"])
+                }
+            }
+        case .renew:
+            backplane.request(lease.renewCommand) { [unowned self] reply in
+                let ok = reply.map { $0.isInteger && $0.integer == 1 } ?? false
+                apply(self.lease!.renewed(ok))
+            }
+        case .stepDown(let reason):
+            logger.warning("postgres: stepping down as leader; stopped listening", metadata: ["reason": "\(reason)"])
+            updateWanted()
+        }
+    }
+
+    // MARK: Status
+
+    var infoLines: [String] {
+        [
+            "postgres_bridge:enabled",
+            "postgres_mode:\(mode)",
+            "postgres_listening:\(listening ? 1 : 0)",
+            "postgres_leader:\(isLeader ? 1 : 0)",
+            "postgres_lease_changes:\(leaseChanges)",
+            "postgres_channels:\(state.config.pgChannels.joined(separator: ","))",
+            "postgres_notifications_received:\(notificationsReceived)",
+            "postgres_notifications_published:\(publishedUpstream)",
+            "postgres_notifications_delivered_locally:\(deliveredLocally)",
+            "postgres_notifications_lost_upstream:\(lostUpstream)",
+            "postgres_reconnects:\(reconnects)",
+            "postgres_gaps:\(gaps)",
+            "postgres_gap_seconds_total:\(UpstreamRedisLink.format(gapSecondsTotal))",
+            "postgres_last_error:\(lastError)",
+        ]
+    }
+
+    var status: PostgresBridgeStatus {
+        PostgresBridgeStatus(mode: mode, listening: listening, leader: isLeader, leaseChanges: leaseChanges,
+                             received: notificationsReceived, published: publishedUpstream,
+                             reconnects: reconnects, gaps: gaps, lastError: lastError)
+    }
+}
+
+@available(*, unavailable)
+extension PostgresBridge: Sendable {}
+
+struct PostgresBridgeStatus: Sendable {
+    var mode: String
+    var listening: Bool
+    var leader: Bool
+    var leaseChanges: Int
+    var received: Int
+    var published: Int
+    var reconnects: Int
+    var gaps: Int
+    var lastError: String
+}

@@ -1,0 +1,374 @@
+import CLibpq
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOConcurrencyHelpers
+import RelayCore
+
+/// One libpq connection that LISTENs on the configured channels — one per relay, never one per
+/// channel or client. It lives on a thread of its own, which owns the `PGconn` and waits on
+/// `PQsocket` with poll(2): libpq's connect, LISTEN and `PQconsumeInput` are driven non-blocking,
+/// and every wake-up drains `PQnotifies` completely. The event loop is told through `onEvent`.
+///
+/// The connection exists only while listening is wanted: a standby holds none, and stepping down
+/// closes it, so a standby can never deliver a notification.
+final class PostgresListener: @unchecked Sendable {
+    struct Notification: Sendable {
+        let channel: [UInt8]
+        let payload: [UInt8]
+    }
+
+    enum Event: Sendable {
+        /// LISTEN is in place on every channel; `gapSeconds` when it replaces a lost connection.
+        case listening(gapSeconds: Double?)
+        /// A listening connection was lost (terminated backend, restart, dead link).
+        case lost(reason: String)
+        /// A connect or LISTEN attempt failed; `retryMilliseconds` until the next one.
+        case attemptFailed(reason: String, retryMilliseconds: Int)
+        case notifications([Notification])
+        /// Listening stopped because it is no longer wanted.
+        case stopped
+    }
+
+    private let conninfo: String
+    private let channels: [String]
+    private let timeoutSeconds: Double
+    private let onEvent: @Sendable (Event) -> Void
+    // Shared with the event loop: what it wants, and the stop flag. All else is the thread's.
+    private let control = NIOLockedValueBox((wanted: false, stopping: false))
+    /// A pipe that interrupts the thread's poll (wanted changed, stop).
+    private let wakeFD: Int32
+    private let wakeWriteFD: Int32
+    private var thread: pthread_t?
+
+    /// `conninfo` is DATABASE_URL as given; libpq expands it after the relay's defaults, so the
+    /// user's settings win.
+    init(conninfo: String, channels: [String], timeoutSeconds: Double = 10, onEvent: @escaping @Sendable (Event) -> Void) {
+        self.conninfo = conninfo
+        self.channels = channels
+        self.timeoutSeconds = timeoutSeconds
+        self.onEvent = onEvent
+        var fds: [Int32] = [-1, -1]
+        precondition(pipe(&fds) == 0, "pipe: \(errno)")
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        self.wakeFD = fds[0]
+        self.wakeWriteFD = fds[1]
+    }
+
+    deinit {
+        close(wakeFD)
+        close(wakeWriteFD)
+    }
+
+    /// The relay's defaults, overridable by DATABASE_URL: a dead TCP link is noticed within
+    /// about 10 s (keepalives, tcp_user_timeout), and the backend is easy to find in
+    /// pg_stat_activity.
+    static let defaults: [(String, String)] = [
+        ("application_name", "pubsub-relay"),
+        ("connect_timeout", "10"),
+        ("keepalives", "1"),
+        ("keepalives_idle", "5"),
+        ("keepalives_interval", "2"),
+        ("keepalives_count", "2"),
+        ("tcp_user_timeout", "10000"),
+    ]
+
+    /// libpq's verdict on a conninfo string or URI, without connecting: nil if it parses.
+    static func validate(_ conninfo: String) -> String? {
+        var message: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(conninfo, &message) else {
+            defer { if let message { PQfreemem(message) } }
+            let text = message.map { String(cString: $0) } ?? "out of memory"
+            return text.trimmingTrailingNewlines()
+        }
+        PQconninfoFree(options)
+        return nil
+    }
+
+    func start() {
+        let box = Unmanaged.passRetained(self)
+        var t = pthread_t()
+        let rc = pthread_create(&t, nil, { arg in
+            let listener = Unmanaged<PostgresListener>.fromOpaque(arg!).takeRetainedValue()
+            listener.run()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "pthread_create: \(rc)")
+        thread = t
+    }
+
+    /// Whether the relay should be listening now (leader, no backplane, or degraded).
+    func setWanted(_ wanted: Bool) {
+        let changed = control.withLockedValue { state -> Bool in
+            defer { state.wanted = wanted }
+            return state.wanted != wanted
+        }
+        if changed { wake() }
+    }
+
+    /// Closes the connection and ends the thread (waits for it).
+    func stop() {
+        control.withLockedValue { $0.stopping = true }
+        wake()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    private func wake() {
+        var one: UInt8 = 1
+        _ = write(wakeWriteFD, &one, 1)
+    }
+
+    private var stopping: Bool { control.withLockedValue { $0.stopping } }
+    private var wanted: Bool { control.withLockedValue { $0.wanted && !$0.stopping } }
+
+    // MARK: The thread
+
+    private func run() {
+        var connection: OpaquePointer?
+        var backoff = ReconnectBackoff(baseMilliseconds: 50, capMilliseconds: 1000)
+        var lostAt: UInt64?
+        while !stopping {
+            if connection == nil {
+                guard wanted else {
+                    waitForWake(milliseconds: 1000)
+                    continue
+                }
+                switch connectAndListen() {
+                case .success(let conn):
+                    connection = conn
+                    backoff.reset()
+                    let gap = lostAt.map { Double(monotonicNanoseconds() - $0) / 1e9 }
+                    lostAt = nil
+                    onEvent(.listening(gapSeconds: gap))
+                case .failure(let error):
+                    let delay = backoff.nextDelayMilliseconds { Double.random(in: 0..<1) }
+                    onEvent(.attemptFailed(reason: error.message, retryMilliseconds: delay))
+                    if lostAt == nil { lostAt = monotonicNanoseconds() }
+                    waitForWake(milliseconds: delay)
+                }
+                continue
+            }
+            guard wanted, let conn = connection else {
+                PQfinish(connection)
+                connection = nil
+                lostAt = nil
+                onEvent(.stopped)
+                continue
+            }
+            var fds = [pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+            let n = poll(&fds, 2, 1000)
+            if n < 0 && errno != EINTR {
+                onEvent(.lost(reason: "poll: \(String(cString: strerror(errno)))"))
+                PQfinish(conn)
+                connection = nil
+                lostAt = monotonicNanoseconds()
+                continue
+            }
+            if fds[1].revents != 0 { drainWake() }
+            if fds[0].revents != 0 {
+                if PQconsumeInput(conn) == 0 {
+                    onEvent(.lost(reason: Self.errorMessage(conn)))
+                    PQfinish(conn)
+                    connection = nil
+                    lostAt = monotonicNanoseconds()
+                    continue
+                }
+                drainResults(conn)
+                let batch = drainNotifications(conn)
+                if !batch.isEmpty { onEvent(.notifications(batch)) }
+                if PQstatus(conn) == CONNECTION_BAD {
+                    onEvent(.lost(reason: Self.errorMessage(conn)))
+                    PQfinish(conn)
+                    connection = nil
+                    lostAt = monotonicNanoseconds()
+                }
+            }
+        }
+        if let connection { PQfinish(connection) }
+    }
+
+    struct AttemptError: Error {
+        let message: String
+    }
+
+    /// Connects (non-blocking, bounded by the timeout) and LISTENs on every channel in one round trip.
+    private func connectAndListen() -> Result<OpaquePointer, AttemptError> {
+        var keywords = Self.defaults.map(\.0) + ["dbname"]
+        var values = Self.defaults.map(\.1) + [conninfo]
+        let conn: OpaquePointer? = keywords.withCStrings { k in
+            values.withCStrings { v in PQconnectStartParams(k, v, 1) }
+        }
+        keywords.removeAll()
+        values.removeAll()
+        guard let conn else { return .failure(AttemptError(message: "libpq: out of memory")) }
+        if PQstatus(conn) == CONNECTION_BAD {
+            defer { PQfinish(conn) }
+            return .failure(AttemptError(message: Self.errorMessage(conn)))
+        }
+        let deadline = monotonicNanoseconds() + UInt64(timeoutSeconds * 1e9)
+        var state = PGRES_POLLING_WRITING
+        while state != PGRES_POLLING_OK {
+            if state == PGRES_POLLING_FAILED {
+                defer { PQfinish(conn) }
+                return .failure(AttemptError(message: Self.errorMessage(conn)))
+            }
+            // The socket can change between polls (multi-host lists): read it every time.
+            let events = state == PGRES_POLLING_READING ? Int16(POLLIN) : Int16(POLLOUT)
+            guard waitSocket(conn, events: events, deadline: deadline) else {
+                PQfinish(conn)
+                return .failure(AttemptError(message: stopping ? "stopping" : "connect timed out after \(Int(timeoutSeconds)) s"))
+            }
+            state = PQconnectPoll(conn)
+        }
+        PQsetnonblocking(conn, 1)
+        // libpq prints server notices (e.g. the FATAL of a terminated backend) on stderr by
+        // default; they would break the log's one-event-per-line format, and the same text
+        // reaches the log through PQerrorMessage.
+        PQsetNoticeProcessor(conn, { _, _ in }, nil)
+        var sql = ""
+        for channel in channels {
+            guard let quoted = channel.withCString({ PQescapeIdentifier(conn, $0, strlen($0)) }) else {
+                defer { PQfinish(conn) }
+                return .failure(AttemptError(message: "cannot quote channel '\(channel)': \(Self.errorMessage(conn))"))
+            }
+            sql += "LISTEN \(String(cString: quoted));"
+            PQfreemem(quoted)
+        }
+        guard PQsendQuery(conn, sql) == 1 else {
+            defer { PQfinish(conn) }
+            return .failure(AttemptError(message: "LISTEN: \(Self.errorMessage(conn))"))
+        }
+        while true {
+            let f = PQflush(conn)
+            if f == 0 { break }
+            if f < 0 || !waitSocket(conn, events: Int16(POLLOUT), deadline: deadline) {
+                defer { PQfinish(conn) }
+                return .failure(AttemptError(message: "LISTEN not sent: \(Self.errorMessage(conn))"))
+            }
+        }
+        var failure: String?
+        while true {
+            while PQisBusy(conn) == 1 {
+                guard waitSocket(conn, events: Int16(POLLIN), deadline: deadline), PQconsumeInput(conn) == 1 else {
+                    defer { PQfinish(conn) }
+                    return .failure(AttemptError(message: "LISTEN not answered: \(Self.errorMessage(conn))"))
+                }
+            }
+            guard let result = PQgetResult(conn) else { break }
+            if PQresultStatus(result) != PGRES_COMMAND_OK && failure == nil {
+                failure = String(cString: PQresultErrorMessage(result)).trimmingTrailingNewlines()
+            }
+            PQclear(result)
+        }
+        if let failure {
+            PQfinish(conn)
+            return .failure(AttemptError(message: "LISTEN refused: \(failure)"))
+        }
+        return .success(conn)
+    }
+
+    /// Results of nothing we asked for (a server notice of shutdown, say) are read and dropped.
+    private func drainResults(_ conn: OpaquePointer) {
+        while PQisBusy(conn) == 0, let result = PQgetResult(conn) {
+            PQclear(result)
+        }
+    }
+
+    private func drainNotifications(_ conn: OpaquePointer) -> [Notification] {
+        var batch: [Notification] = []
+        while let notify = PQnotifies(conn) {
+            let n = notify.pointee
+            let channel = Array(UnsafeRawBufferPointer(start: n.relname, count: strlen(n.relname)))
+            let payload = n.extra.map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) } ?? []
+            batch.append(Notification(channel: channel, payload: payload))
+            PQfreemem(notify)
+        }
+        return batch
+    }
+
+    /// Waits until the connection's socket is ready, or the deadline passes, or a stop is asked.
+    private func waitSocket(_ conn: OpaquePointer, events: Int16, deadline: UInt64) -> Bool {
+        while !stopping {
+            let now = monotonicNanoseconds()
+            guard now < deadline else { return false }
+            var fds = [pollfd(fd: PQsocket(conn), events: events, revents: 0),
+                       pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+            let n = poll(&fds, 2, Int32(min(1000, (deadline - now) / 1_000_000 + 1)))
+            if n < 0 && errno != EINTR { return false }
+            if fds[1].revents != 0 { drainWake() }
+            if fds[0].revents != 0 { return true }
+        }
+        return false
+    }
+
+    private func waitForWake(milliseconds: Int) {
+        var fd = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+        if poll(&fd, 1, Int32(milliseconds)) > 0 { drainWake() }
+    }
+
+    private func drainWake() {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        while read(wakeFD, &bytes, 64) > 0 {}
+    }
+
+    private static func errorMessage(_ conn: OpaquePointer) -> String {
+        String(cString: PQerrorMessage(conn)).trimmingTrailingNewlines()
+    }
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+extension String {
+    func trimmingTrailingNewlines() -> String {
+        var s = Substring(self)
+        while let last = s.last, last == "\n" || last == " " { s = s.dropLast() }
+        return String(s).replacingNewlines()
+    }
+
+    /// libpq messages may span lines (multi-host attempts); a log line must not.
+    private func replacingNewlines() -> String {
+        String(filter { $0 != "\t" }.map { $0 == "\n" ? ";" : $0 }).replacingDoubleSpaces()
+    }
+}
+
+private extension String {
+    func replacingDoubleSpaces() -> String {
+        var out = ""
+        for c in self where !(c == " " && out.last == " ") { out.append(c) }
+        return out.replacingSemicolonSpacing()
+    }
+
+    func replacingSemicolonSpacing() -> String {
+        var out = ""
+        for c in self {
+            if out.last == ";" && c != " " { out.append(" ") }
+            out.append(c)
+        }
+        return out
+    }
+}
+
+extension Array where Element == String {
+    /// The strings as a NULL-terminated array of C strings, valid for the call.
+    func withCStrings<R>(_ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+        let copies = map { strdup($0) }
+        defer { copies.forEach { free($0) } }
+        let pointers: [UnsafePointer<CChar>?] = copies.map { UnsafePointer($0) } + [nil]
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+}
+
+/// libpq's verdict on `DATABASE_URL` (conninfo or URI) without connecting: nil if it parses,
+/// else libpq's message. The executable checks it at start-up and in `check-config`.
+public func postgresConninfoError(_ conninfo: String) -> String? {
+    PostgresListener.validate(conninfo)
+}
