@@ -16,7 +16,7 @@ struct PubSubRelayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pubsub-relay",
         abstract: "A Redis-protocol pub/sub hub on a Unix socket (local mode; Redis backplane and Postgres bridge to come).",
-        subcommands: [Run.self, CheckConfig.self],
+        subcommands: [Run.self, CheckConfig.self, SQL.self],
         defaultSubcommand: Run.self
     )
 }
