@@ -16,7 +16,7 @@ struct PubSubRelayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pubsub-relay",
         abstract: "A Redis-protocol pub/sub hub on a Unix socket, bridged to a Redis backplane and to Postgres LISTEN/NOTIFY.",
-        subcommands: [Run.self, CheckConfig.self],
+        subcommands: [Run.self, CheckConfig.self, SQL.self],
         defaultSubcommand: Run.self
     )
 }

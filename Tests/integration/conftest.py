@@ -26,6 +26,9 @@ from pathlib import Path
 
 import pytest
 
+# The PostgreSQL server fixtures (postgres_server, pg_db).
+pytest_plugins = ["pg_fixtures"]
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1800
 
