@@ -8,6 +8,7 @@ enum Outcome {
     case fanout(FanoutResult)
     case latency(LatencyResult)
     case idle(IdleResult)
+    case pg(PgResult)
     case skipped(String)
     case failed(String)
 
@@ -15,6 +16,7 @@ enum Outcome {
         switch self {
         case .fanout(let r): return r.valid
         case .latency(let r): return r.valid
+        case .pg(let r): return r.valid
         case .idle, .skipped: return true
         case .failed: return false
         }

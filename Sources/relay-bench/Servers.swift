@@ -103,7 +103,8 @@ final class Server {
         return s
     }
 
-    static func launchRelay(in ws: Workspace, binary: String, name: String = "relay", redisURL: String? = nil) throws -> Server {
+    static func launchRelay(in ws: Workspace, binary: String, name: String = "relay", redisURL: String? = nil,
+                            extraEnv: [String] = []) throws -> Server {
         guard access(binary, X_OK) == 0 else {
             throw BenchError("relay binary not found or not executable: \(binary) "
                 + "(build it with `swift build -c release`, or pass --relay PATH / --relay-socket PATH)")
@@ -117,6 +118,7 @@ final class Server {
         }
         env += ["RELAY_SOCKET=\(sock)", "RELAY_METRICS_ADDR=", "RELAY_LOG_LEVEL=warning"]
         if let redisURL { env.append("REDIS_URL=\(redisURL)") }
+        env += extraEnv
         let pid = try spawnProcess(path: binary, args: [], env: env, logPath: log)
         registerEmergencyPID(pid)
         let s = Server(name: name, socketPath: sock, pid: pid, launched: true, logPath: log)

@@ -8,7 +8,12 @@ import Glibc
 #endif
 
 enum Scenario: String, CaseIterable {
-    case fanout_100, fanout_1000, pattern_1000, latency, backplane_100, backplane_latency, idle
+    case fanout_100, fanout_1000, pattern_1000, latency, backplane_100, backplane_latency,
+         pg_notify_1, pg_notify_4x100, pg_latency, idle
+
+    /// Postgres scenarios: NOTIFY → a subscriber on a relay (the leader relay LISTENs and
+    /// publishes to Redis, the other relay delivers) against a direct LISTEN client.
+    var isPostgres: Bool { self == .pg_notify_1 || self == .pg_notify_4x100 || self == .pg_latency }
 
     /// Backplane scenarios: the relay side is a fleet — publisher on relay A, subscribers on
     /// relay B, both joined through the same redis-server — against the same clients directly
@@ -27,6 +32,9 @@ enum Scenario: String, CaseIterable {
         case .latency: return "fixed-rate latency, 1 pub -> 1 subscriber"
         case .backplane_100: return "backplane: pub on relay A -> redis -> 100 subscribers on relay B"
         case .backplane_latency: return "backplane latency: relay A -> redis -> relay B, 1 -> 1"
+        case .pg_notify_1: return "NOTIFY -> subscriber, 1 notifier, 1 per transaction"
+        case .pg_notify_4x100: return "NOTIFY -> subscriber, 4 notifiers, 100 per transaction"
+        case .pg_latency: return "NOTIFY -> subscriber latency at 1000/s"
         case .idle: return "idle-client memory"
         }
     }
@@ -87,6 +95,9 @@ struct RelayBench: ParsableCommand {
     @Option(help: "Latency scenario: messages per second.")
     var rate: Double = 10_000
 
+    @Option(help: "Directory of the PostgreSQL server binaries (postgres, initdb) for the pg_* scenarios.")
+    var postgresBin: String = "/usr/lib/postgresql/15/bin"
+
     @Option(help: "Idle-memory scenario: number of idle connections.")
     var idleClients: Int = 10_000
 
@@ -122,8 +133,12 @@ struct RelayBench: ParsableCommand {
         var servers: [Server] = []
         var fleetMembers: [Server] = []
         var fleet: Server? = nil
+        var postgres: BenchPostgres? = nil
+        var pgSetupError: String? = nil
+        var pgSubscriberSocket: String? = nil
         defer {
             for s in servers + fleetMembers { s.stop() }
+            postgres?.stop()
             workspace?.remove()
         }
         do {
@@ -148,6 +163,21 @@ struct RelayBench: ParsableCommand {
                     let b = try Server.launchRelay(in: ws, binary: binary, name: "relay-b", redisURL: url)
                     fleetMembers = [a, b]
                     fleet = b.publishing(through: a, name: "relay")
+                }
+                if selected.contains(where: \.isPostgres) {
+                    do {
+                        let pg = try BenchPostgres(binDir: postgresBin)
+                        postgres = pg
+                        let binary = relay ?? defaultRelayBinary()
+                        let env = ["DATABASE_URL=\(pg.conninfo)", "RELAY_PG_CHANNELS=bench", "RELAY_LEADER_TTL=1s"]
+                        let url = "unix://" + servers[0].socketPath
+                        let a = try Server.launchRelay(in: ws, binary: binary, name: "pg-a", redisURL: url, extraEnv: env)
+                        let b = try Server.launchRelay(in: ws, binary: binary, name: "pg-b", redisURL: url, extraEnv: env)
+                        fleetMembers += [a, b]
+                        pgSubscriberSocket = try waitForLeader(a, b).socketPath
+                    } catch {
+                        pgSetupError = "\(error)"
+                    }
                 }
             }
         } catch {
@@ -195,9 +225,15 @@ struct RelayBench: ParsableCommand {
                     if !server.checkAlive() {
                         outcome = .failed("\(server.name) is not running (\(server.exitDescription ?? "gone"))")
                     } else {
-                        outcome = runScenario(scenario, on: server, measureSeconds: measureSeconds,
-                                              warmupSeconds: warmupSeconds, latencySeconds: latencySeconds,
-                                              fileLimit: fileLimit)
+                        if scenario.isPostgres {
+                            outcome = runPostgresScenario(scenario, direct: listed.name == "redis", postgres: postgres,
+                                                          subscriberSocket: pgSubscriberSocket, setupError: pgSetupError,
+                                                          seconds: measureSeconds)
+                        } else {
+                            outcome = runScenario(scenario, on: server, measureSeconds: measureSeconds,
+                                                  warmupSeconds: warmupSeconds, latencySeconds: latencySeconds,
+                                                  fileLimit: fileLimit)
+                        }
                     }
                     if server.launched && !server.checkAlive() {
                         outcome = .failed("\(server.name) died during \(scenario.rawValue): "
@@ -299,6 +335,8 @@ struct RelayBench: ParsableCommand {
                 let o = LatencyOptions(rate: rate, seconds: latencySeconds, warmup: warmupSeconds,
                                        payloadLength: payload)
                 return .latency(try runLatency(server: server, options: o))
+            case .pg_notify_1, .pg_notify_4x100, .pg_latency:
+                preconditionFailure("pg_* scenarios run through runPostgresScenario")
             case .idle:
                 if fileLimit < idleClients + 64 {
                     return .skipped("needs \(idleClients + 64) file descriptors, RLIMIT_NOFILE hard limit is \(fileLimit)")
@@ -309,6 +347,37 @@ struct RelayBench: ParsableCommand {
         } catch {
             return .failed("\(error)")
         }
+    }
+
+    /// The "redis" column of a pg_* scenario is a direct LISTEN client; the "relay" column a
+    /// subscriber on the relay that is not the leader (NOTIFY → leader → Redis → that relay).
+    private func runPostgresScenario(_ scenario: Scenario, direct: Bool, postgres: BenchPostgres?, subscriberSocket: String?,
+                                     setupError: String?, seconds: Double) -> Outcome {
+        guard let postgres else { return .skipped(setupError ?? "no PostgreSQL") }
+        if !direct && subscriberSocket == nil { return .skipped(setupError ?? "no relay fleet") }
+        let o: PgOptions
+        switch scenario {
+        case .pg_notify_1: o = PgOptions(notifiers: 1, perTransaction: 1, rate: nil, seconds: seconds)
+        case .pg_notify_4x100: o = PgOptions(notifiers: 4, perTransaction: 100, rate: nil, seconds: seconds)
+        default: o = PgOptions(notifiers: 1, perTransaction: 1, rate: 1000, seconds: max(seconds, 2))
+        }
+        do {
+            return .pg(try runPostgres(conninfo: postgres.conninfo, relaySocket: direct ? nil : subscriberSocket,
+                                       options: o, serverPID: postgres.pid))
+        } catch {
+            return .failed("\(error)")
+        }
+    }
+
+    /// The relay of the two that is not the Postgres leader, once one leads.
+    private func waitForLeader(_ a: Server, _ b: Server) throws -> Server {
+        let deadline = monoNanos() + 15_000_000_000
+        while monoNanos() < deadline {
+            if a.info("postgres_leader") == "1" && b.info("postgres_listening") == "0" { return b }
+            if b.info("postgres_leader") == "1" && a.info("postgres_listening") == "0" { return a }
+            usleep(50_000)
+        }
+        throw BenchError("no relay became the Postgres leader within 15 s\(a.logTail())\(b.logTail())")
     }
 
     private func progress(_ scenario: Scenario, _ name: String, _ o: Outcome) {
@@ -324,6 +393,10 @@ struct RelayBench: ParsableCommand {
         case .idle(let r):
             line += "\(r.clients) idle clients: RSS \(grouped(r.rssBeforeKiB)) -> \(grouped(r.rssAfterKiB)) KiB, "
                 + "\(fixed(r.kibPerClient, 2)) KiB/client"
+        case .pg(let r):
+            line += "\(grouped(Int(r.notificationsPerSecond))) notifications/s, \(r.received) of \(r.sent), "
+                + "order/dup errors \(r.orderErrors)/\(r.duplicates)"
+                + (r.samples > 0 ? ", p50 \(fixed(r.p50, 1)) µs, p99 \(fixed(r.p99, 1)) µs" : "")
         case .skipped(let why): line += "skipped: \(why)"
         case .failed(let why): line += "FAILED: \(why)"
         }
@@ -373,6 +446,30 @@ struct RelayBench: ParsableCommand {
             report.result(name + "_bench_cpu", ra?.benchCPU, rb?.benchCPU, ratio: false)
             report.result(name + "_server_rss_kib", ra?.serverRSSAfterKiB.map(Double.init),
                           rb?.serverRSSAfterKiB.map(Double.init), ratio: false)
+        case .pg_notify_1, .pg_notify_4x100, .pg_latency:
+            var ra: PgResult? = nil, rb: PgResult? = nil
+            if case .pg(let r)? = a { ra = r }
+            if case .pg(let r)? = b { rb = r }
+            func cell(_ r: PgResult?, _ o: Outcome?, _ f: (PgResult) -> String) -> String {
+                r.map(f) ?? text(o)
+            }
+            let rateA = ra.map { $0.valid ? $0.notificationsPerSecond : Double.nan }
+            let rateB = rb.map { $0.valid ? $0.notificationsPerSecond : Double.nan }
+            report.row(name, "notifications/s received", cell(ra, a) { grouped(Int($0.notificationsPerSecond)) },
+                       cell(rb, b) { grouped(Int($0.notificationsPerSecond)) }, ratio: Report.ratio(rateA, rateB))
+            report.row(name, "received / sent", cell(ra, a) { "\(grouped($0.received)) / \(grouped($0.sent))" },
+                       cell(rb, b) { "\(grouped($0.received)) / \(grouped($0.sent))" })
+            report.row(name, "order / duplicate errors", cell(ra, a) { "\($0.orderErrors) / \($0.duplicates)" },
+                       cell(rb, b) { "\($0.orderErrors) / \($0.duplicates)" })
+            report.row(name, "postgres CPU", cell(ra, a) { percent($0.serverCPU) }, cell(rb, b) { percent($0.serverCPU) })
+            report.result(name, rateA, rateB)
+            if scenario == .pg_latency || (ra?.samples ?? 0) > 0 {
+                report.row(name, "p50 / p99 µs", cell(ra, a) { "\(fixed($0.p50, 1)) / \(fixed($0.p99, 1))" },
+                           cell(rb, b) { "\(fixed($0.p50, 1)) / \(fixed($0.p99, 1))" })
+                report.result(name + "_p50_us", ra?.p50, rb?.p50)
+                report.result(name + "_p99_us", ra?.p99, rb?.p99)
+                if let x = ra, let y = rb { report.result(name + "_p99_added_us", nil, y.p99 - x.p99, ratio: false) }
+            }
         case .latency, .backplane_latency:
             var ra: LatencyResult? = nil, rb: LatencyResult? = nil
             if case .latency(let r)? = a { ra = r }
@@ -380,21 +477,22 @@ struct RelayBench: ParsableCommand {
             func cell(_ r: LatencyResult?, _ o: Outcome?, _ f: (LatencyResult) -> String) -> String {
                 r.map(f) ?? text(o)
             }
-            let label = "latency"
-            for (metric, key, get) in [("p50 µs", "latency_p50_us", { (r: LatencyResult) in r.p50 }),
-                                       ("p99 µs", "latency_p99_us", { (r: LatencyResult) in r.p99 }),
-                                       ("p99.9 µs", "latency_p999_us", { (r: LatencyResult) in r.p999 }),
-                                       ("max µs", "latency_max_us", { (r: LatencyResult) in r.max }),
-                                       ("mean µs", "latency_mean_us", { (r: LatencyResult) in r.mean })] {
+            let label = scenario.rawValue
+            for (metric, suffix, get) in [("p50 µs", "_p50_us", { (r: LatencyResult) in r.p50 }),
+                                          ("p99 µs", "_p99_us", { (r: LatencyResult) in r.p99 }),
+                                          ("p99.9 µs", "_p999_us", { (r: LatencyResult) in r.p999 }),
+                                          ("max µs", "_max_us", { (r: LatencyResult) in r.max }),
+                                          ("mean µs", "_mean_us", { (r: LatencyResult) in r.mean })] {
+                let key = label + suffix
                 let va = ra.map { $0.valid ? get($0) : Double.nan }
                 let vb = rb.map { $0.valid ? get($0) : Double.nan }
                 report.row(label, metric, cell(ra, a) { fixed(get($0), 1) }, cell(rb, b) { fixed(get($0), 1) },
                            ratio: Report.ratio(va, vb))
-                if key != "latency_max_us" && key != "latency_mean_us" { report.result(key, va, vb) }
+                if suffix != "_max_us" && suffix != "_mean_us" { report.result(key, va, vb) }
             }
             if let x = ra, let y = rb, x.valid, y.valid {
                 report.row(label, "p99 added by relay", "", fixed(y.p99 - x.p99, 1) + " µs")
-                report.results.append(ResultLine(name: "latency_p99_added_us", redis: nil, relay: y.p99 - x.p99, withRatio: false))
+                report.results.append(ResultLine(name: label + "_p99_added_us", redis: nil, relay: y.p99 - x.p99, withRatio: false))
             }
             report.row(label, "samples / lost", cell(ra, a) { "\($0.samples) / \($0.lost)" }, cell(rb, b) { "\($0.samples) / \($0.lost)" })
             report.row(label, "achieved rate msg/s", cell(ra, a) { grouped(Int($0.achievedRate)) },
@@ -403,9 +501,9 @@ struct RelayBench: ParsableCommand {
             report.row(label, "server CPU", cell(ra, a) { percent($0.serverCPU) }, cell(rb, b) { percent($0.serverCPU) })
             report.row(label, "bench CPU (whole)", cell(ra, a) { percent($0.benchCPU) }, cell(rb, b) { percent($0.benchCPU) })
             report.row(label, "other processes CPU", cell(ra, a) { percent($0.otherCPU) }, cell(rb, b) { percent($0.otherCPU) })
-            report.result("latency_lost", ra.map { Double($0.lost) }, rb.map { Double($0.lost) }, ratio: false)
-            report.result("latency_server_cpu", ra?.serverCPU, rb?.serverCPU, ratio: false)
-            report.result("latency_bench_cpu", ra?.benchCPU, rb?.benchCPU, ratio: false)
+            report.result(label + "_lost", ra.map { Double($0.lost) }, rb.map { Double($0.lost) }, ratio: false)
+            report.result(label + "_server_cpu", ra?.serverCPU, rb?.serverCPU, ratio: false)
+            report.result(label + "_bench_cpu", ra?.benchCPU, rb?.benchCPU, ratio: false)
         case .idle:
             var ra: IdleResult? = nil, rb: IdleResult? = nil
             if case .idle(let r)? = a { ra = r }

@@ -43,13 +43,22 @@ final class PostgresBridge {
         handle = { event in loop.execute { box.value?.handle(event) } }
         listener = PostgresListener(conninfo: conninfo, channels: config.pgChannels, onEvent: handle!)
         box.value = self
-        backplane?.onForwardingChange = { [unowned self] forwarding in forwardingChanged(forwarding) }
+        backplane?.onStateChange = { [unowned self] in backplaneChanged() }
         backplane?.onTick = { [unowned self] in leaseTick() }
     }
 
     var isLeader: Bool { lease?.isLeader ?? false }
     var leaseChanges: Int { lease?.changes ?? 0 }
-    var mode: String { backplane == nil ? "local" : (backplane!.isForwarding ? (isLeader ? "leader" : "standby") : "degraded") }
+    var mode: String {
+        guard let backplane else { return "local" }
+        if isLeader { return "leader" }
+        return backplane.isReceiving ? "standby" : "degraded"
+    }
+
+    /// Notifications that reached this relay's listener while it was a standby (in the moment
+    /// between the backplane's return and the connection's close): dropped, as the leader
+    /// publishes them — delivering them too could duplicate them.
+    private(set) var droppedAsStandby = 0
 
     func start() {
         logger.info("postgres bridge: starting", metadata: ["mode": "\(mode)", "channels": "\(state.config.pgChannels.joined(separator: ","))"])
@@ -63,10 +72,10 @@ final class PostgresBridge {
         listener.stop()
     }
 
-    /// LISTEN while this relay is the one that must: the leader, or every relay when there is
-    /// no working backplane.
+    /// LISTEN while this relay is the one that must: the leader, or every relay that cannot
+    /// receive from the backplane (none configured, or its subscriber connection is down).
     private func updateWanted() {
-        let wanted = backplane == nil || !backplane!.isForwarding || isLeader
+        let wanted = backplane == nil || !backplane!.isReceiving || isLeader
         listener.setWanted(wanted)
     }
 
@@ -108,15 +117,17 @@ final class PostgresBridge {
         for n in batch {
             let channel = ByteBuffer(bytes: prefix + n.channel)
             let payload = ByteBuffer(bytes: n.payload)
-            if let backplane, backplane.isForwarding {
+            if let backplane, backplane.isForwarding, isLeader {
                 publishedUpstream += 1
                 backplane.request([Self.publish, channel, payload]) { [unowned self] reply in
                     if reply == nil || reply!.isError { lostUpstream += 1 }
                 }
-            } else {
+            } else if backplane == nil || !backplane!.isReceiving {
                 deliveredLocally += 1
                 state.stats.messagesFromPostgres += 1
                 state.hub.publish(channel: channel, payload: payload)
+            } else {
+                droppedAsStandby += 1
             }
         }
     }
@@ -125,11 +136,15 @@ final class PostgresBridge {
 
     // MARK: Lease
 
-    private func forwardingChanged(_ forwarding: Bool) {
-        if !forwarding, let action = lease?.backplaneLost() { apply(action) }
-        if forwarding { leaseTick() }
+    private func backplaneChanged() {
+        guard let backplane else { return }
+        if !backplane.isForwarding, isLeader, let action = lease?.backplaneLost() { apply(action) }
+        if backplane.isForwarding && !wasForwarding { leaseTick() }
+        wasForwarding = backplane.isForwarding
         updateWanted()
     }
+
+    private var wasForwarding = false
 
     private func leaseTick() {
         guard let backplane, backplane.isForwarding, lease != nil else { return }
@@ -177,6 +192,7 @@ final class PostgresBridge {
             "postgres_notifications_published:\(publishedUpstream)",
             "postgres_notifications_delivered_locally:\(deliveredLocally)",
             "postgres_notifications_lost_upstream:\(lostUpstream)",
+            "postgres_notifications_dropped_as_standby:\(droppedAsStandby)",
             "postgres_reconnects:\(reconnects)",
             "postgres_gaps:\(gaps)",
             "postgres_gap_seconds_total:\(UpstreamRedisLink.format(gapSecondsTotal))",

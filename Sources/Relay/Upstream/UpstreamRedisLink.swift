@@ -100,8 +100,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private(set) var lastError = ""
     /// PUBLISHes whose connection dropped before Redis answered (answered 0, not delivered).
     private(set) var unconfirmedPublishes = 0
-    /// Told when forwarding starts or stops (the Postgres bridge follows it).
-    var onForwardingChange: ((Bool) -> Void)?
+    /// Told after any change of the connections' state (the Postgres bridge follows it).
+    var onStateChange: (() -> Void)?
     /// Called every tick (100 ms) while the link runs.
     var onTick: (() -> Void)?
 
@@ -294,6 +294,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     }
 
     private func updateMode() {
+        defer { onStateChange?() }
         let forwarding = sub.phase == .ready && pub.phase == .ready
         guard forwarding != isForwarding else { return }
         isForwarding = forwarding
@@ -317,8 +318,11 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                              metadata: ["reason": "\(lastError)"])
             }
         }
-        onForwardingChange?(forwarding)
     }
+
+    /// Whether messages published by other relays reach this one (the subscriber connection is
+    /// up and resubscribed), whatever the publisher connection's state.
+    var isReceiving: Bool { sub.phase == .ready }
 
     // MARK: Timer
 
