@@ -82,6 +82,7 @@ let package = Package(
             name: "relay-bench",
             dependencies: [
                 "RelayCore",
+                "CLibpq",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -165,3 +165,111 @@ def pg_db(postgres_server):
     yield PostgresDatabase(postgres_server, name)
     with postgres_server.connect() as conn:
         conn.execute("DROP DATABASE %s WITH (FORCE)" % name)
+
+
+# ---- a PostgreSQL that can be stopped and started again (issue 4, bridge fault tests) -------------
+
+class RestartablePostgres(PostgresServer):
+    """A PostgreSQL of its own (initdb once) on a private socket directory, which can be stopped
+    (fast shutdown, or SIGKILL) and started again on the same socket directory and port, or
+    created without being started (`start=False`: "Postgres not there yet"). Same conninfo and
+    connect() as PostgresServer; the data directory survives restarts."""
+
+    def __init__(self, start: bool = True):
+        for tool in ("initdb", "postgres", "psql"):
+            if not os.access(os.path.join(PG_BIN, tool), os.X_OK):
+                pytest.skip("%s/%s not found (apt-get install postgresql-15, or set PG_BIN)" % (PG_BIN, tool))
+        self.psycopg = _psycopg()
+        self.run_as: dict = {}
+        if os.geteuid() == 0:
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
+            self.run_as = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+        self.dir = short_tmpdir("rit-pgr-")
+        if self.run_as:
+            os.chown(self.dir, self.run_as["user"], self.run_as["group"])
+        self.socket_dir = self.dir
+        self.port = PG_PORT
+        self.data = os.path.join(self.dir, "data")
+        self.log_path = os.path.join(self.dir, "postgres.log")
+        self.proc = None
+        self.pid = None
+        self.log = None
+        self.generation = 0
+        init = subprocess.run([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "postgres",
+                               "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+                              cwd=self.dir, capture_output=True, text=True, timeout=120, **self.run_as)
+        if init.returncode != 0:
+            raise RuntimeError("initdb failed (exit %d):\n%s%s" % (init.returncode, init.stdout, init.stderr))
+        if start:
+            self.start()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, extra: list[str] | None = None) -> float:
+        """Starts postgres; returns time.monotonic() when it first answered a query."""
+        assert not self.running(), "postgres pid %d still running" % self.pid
+        self.generation += 1
+        if self.log is not None:
+            self.log.close()
+        self.log = open(self.log_path, "ab")
+        if self.run_as:
+            os.chown(self.log_path, self.run_as["user"], self.run_as["group"])
+        self.proc = subprocess.Popen(
+            [os.path.join(PG_BIN, "postgres"), "-D", self.data, "-k", self.socket_dir, "-p", str(self.port),
+             "-c", "listen_addresses=", "-c", "fsync=off", "-c", "full_page_writes=off",
+             "-c", "synchronous_commit=off"] + list(extra or []),
+            cwd=self.dir, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, **self.run_as)
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + START_TIMEOUT
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("postgres exited with %s before accepting connections:\n%s"
+                                   % (self.proc.returncode, self.log_text()))
+            try:
+                with self.psycopg.connect(self.conninfo(), connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                return time.monotonic()
+            except self.psycopg.OperationalError as e:
+                last = e
+            time.sleep(0.005)
+        self.stop()
+        raise RuntimeError("postgres not accepting after %.0fs (%s):\n%s" % (START_TIMEOUT, last, self.log_text()))
+
+    def stop(self, sig: int = signal.SIGINT):
+        """Stops the server by its PID (SIGINT: fast shutdown; SIGQUIT: immediate shutdown, a crash as far as clients can tell), keeps the data."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+@pytest.fixture
+def pg_restartable():
+    """start(start=True) -> RestartablePostgres; every one is stopped by its PID at the end."""
+    made: list[RestartablePostgres] = []
+
+    def make(start: bool = True) -> RestartablePostgres:
+        s = RestartablePostgres(start)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()

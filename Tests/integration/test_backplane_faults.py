@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import time
 
@@ -225,6 +224,84 @@ def test_redis_kill9_twice_everything_resubscribed(fleet):
     finally:
         for c in conns + [extra]:
             c.close()
+
+
+def test_subscription_changes_while_degraded_applied_on_reconnect(fleet):
+    """While Redis is dead: a new client subscribes (confirmed locally) and the last holder of `gone`
+    unsubscribes. On reconnect the relay subscribes exactly what is held now: `keep` and `new`, not
+    `gone`."""
+    r, (a, b) = fleet(2, {"RELAY_REDIS_BACKOFF_MAX": "500ms"})
+    keep = sub(a.socket, "SUBSCRIBE", "keep")
+    sub(a.socket, "PSUBSCRIBE", "keep*", conn=keep)
+    gone = sub(a.socket, "SUBSCRIBE", "gone")
+    sub(a.socket, "PSUBSCRIBE", "gone*", conn=gone)
+    new = None
+    try:
+        r.kill9()
+        assert wait_until(lambda: degraded(a), 3), relay_info(a.socket)
+        new = sub(a.socket, "SUBSCRIBE", "new", timeout=2)
+        sub(a.socket, "PSUBSCRIBE", "new*", conn=new, timeout=2)
+        gone.send(cmd("UNSUBSCRIBE", "gone") + cmd("PUNSUBSCRIBE", "gone*"))
+        expect_msgs(gone, [[b"unsubscribe", b"gone", 1], [b"punsubscribe", b"gone*", 0]], 2, "unsubscribe while degraded")
+        info = relay_info(a.socket)
+        assert (info["redis_upstream_channels"], info["redis_upstream_patterns"]) == ("2", "2"), info
+        r.start()
+        wait_redis_state(a, "up", 3)
+        direct = r.client()
+        assert direct.execute_command("PUBSUB", "NUMSUB", "keep", "new", "gone") == [b"keep", 1, b"new", 1, b"gone", 0]
+        assert direct.execute_command("PUBSUB", "NUMPAT") == 2
+        subc = [c for c in direct.client_list() if c["name"].endswith(":sub") and c["name"].startswith(
+            "pubsub-relay:%s:" % info["redis_relay_id"])]
+        assert [(c["sub"], c["psub"]) for c in subc] == [("2", "2")], subc
+        wait_redis_state(b, "up", 5)
+        assert publish(b.socket, "new", "n") == 2
+        assert publish(b.socket, "gone", "g") == 0
+        expect_msgs(new, [msg("new", "n"), pmsg("new*", "new", "n")], 5, "new subscriber after reconnect")
+        expect_quiet(gone, 0.2, "unsubscribed client")
+    finally:
+        for c in (keep, gone, new):
+            if c is not None:
+                c.close()
+
+
+def test_subscribe_pending_when_redis_hangs_is_confirmed_on_degrade(fleet):
+    """A SUBSCRIBE waiting for Redis's confirmation when Redis hangs is confirmed (locally) once the
+    relay declares the link dead; a client that left while its SUBSCRIBE was pending leaves nothing
+    subscribed upstream after recovery."""
+    r, (a,) = fleet(1, {"RELAY_REDIS_TIMEOUT": "1s", "RELAY_REDIS_BACKOFF_MAX": "500ms"})
+    c1 = c2 = None
+    r.sigstop()
+    try:
+        t0 = time.monotonic()
+        c1 = Conn(a.socket, timeout=8)
+        c1.send(cmd("SUBSCRIBE", "hang1"))
+        c2 = Conn(a.socket, timeout=8)
+        c2.send(cmd("SUBSCRIBE", "hang2"))
+        time.sleep(0.1)
+        print("\npending confirmations while Redis hangs: %s" % relay_info(a.socket)["redis_pending_confirmations"])
+        c2.close()
+        got, status = read_msgs(c1, 1, 5)
+        assert got == [[b"subscribe", b"hang1", 1]], "pending SUBSCRIBE while Redis hangs: %r (%s) after %.1fs" % (
+            got, status, time.monotonic() - t0)
+        print("confirmed %.2fs after Redis hung" % (time.monotonic() - t0))
+        info = relay_info(a.socket)
+        assert info["redis_degraded"] == "1" and info["redis_pending_confirmations"] == "0", info
+        assert publish(a.socket, "hang1", "local") == 1
+        expect_msgs(c1, [msg("hang1", "local")], 2)
+    finally:
+        r.sigcont()
+    try:
+        wait_redis_state(a, "up", 5)
+        direct = r.client()
+        assert wait_until(lambda: direct.execute_command("PUBSUB", "NUMSUB", "hang1", "hang2") == [b"hang1", 1, b"hang2", 0], 1), \
+            direct.execute_command("PUBSUB", "NUMSUB", "hang1", "hang2")
+        info = relay_info(a.socket)
+        assert info["redis_upstream_channels"] == "1", info
+        assert direct.publish("hang1", "via redis") == 1
+        expect_msgs(c1, [msg("hang1", "via redis")], 5)
+        expect_quiet(c1, 0.3)
+    finally:
+        c1.close()
 
 
 # ---- 7. SIGSTOP redis-server ---------------------------------------------------------------------
@@ -518,13 +595,40 @@ def test_redis_hung_at_start_relay_still_serves(redis_at_factory, relay_factory)
         rel = relay_factory({"REDIS_URL": unix_url(r.socket), "RELAY_REDIS_TIMEOUT": "1s",
                              "RELAY_REDIS_BACKOFF_MAX": "1s"})
         _local_service_works(rel, "hung-local")
-        info = wait_redis_state(rel, "1", 3, key="redis_degraded")
+        wait_redis_state(rel, "1", 3, key="redis_degraded")
         ok = wait_until(lambda: relay_info(rel.socket)["redis_last_error"] != "", 3)
         assert ok, relay_info(rel.socket)
     finally:
         r.sigcont()
     wait_redis_state(rel, "up", 5)
     _local_service_works(rel, "hung-after")
+
+
+def _log_times(text: str, needle: str) -> list[float]:
+    """Timestamps (seconds) of the log lines containing `needle` (text format: ISO-8601 first)."""
+    from datetime import datetime
+    out = []
+    for l in log_lines(text, needle):
+        stamp = l.split()[0]
+        out.append(datetime.strptime(stamp.rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").timestamp())
+    return out
+
+
+def test_reconnect_backoff_doubles_with_jitter_and_cap(relay_factory):
+    """Failed attempts (nothing listening) are spaced by a backoff starting at 50 ms and doubling,
+    each delay between half and all of its step, capped at RELAY_REDIS_BACKOFF_MAX (here 400ms)."""
+    sock = os.path.join(short_tmpdir("rit-backoff-"), "redis.sock")
+    rel = relay_factory({"REDIS_URL": unix_url(sock), "RELAY_REDIS_BACKOFF_MAX": "400ms"})
+    time.sleep(3.0)
+    for link in ("subscriber", "publisher"):
+        times = _log_times(rel.stderr(), "redis %s connection down" % link)
+        gaps = [round((b - a) * 1000) for a, b in zip(times, times[1:])]
+        steps = [min(50 * 2 ** k, 400) for k in range(len(gaps))]
+        bad = [(k, g, st) for k, (g, st) in enumerate(zip(gaps, steps)) if not (st / 2 - 5 <= g <= st + 100)]
+        print("\n%s link: delays %r ms" % (link, gaps))
+        assert len(gaps) >= 6, "only %d retries in 3 s: %r" % (len(gaps), gaps)
+        assert bad == [], "%s link delays outside [step/2, step] (index, delay ms, step ms): %r; all %r" % (link, bad, gaps)
+        assert len(set(gaps[4:])) > 1, "no jitter at the cap: %r" % gaps
 
 
 # ---- health, metrics, logs through an outage --------------------------------------------------------
