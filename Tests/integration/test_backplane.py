@@ -807,6 +807,9 @@ def _socketio():
     except ImportError:
         res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "python-socketio", "requests"],
                              capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--break-system-packages",
+                                  "python-socketio", "requests"], capture_output=True, text=True, timeout=300)
         try:
             import importlib
             importlib.invalidate_caches()
