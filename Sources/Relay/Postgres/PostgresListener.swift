@@ -145,6 +145,7 @@ final class PostgresListener: @unchecked Sendable {
                     lostAt = nil
                     onEvent(.listening(gapSeconds: gap))
                 case .failure(let error):
+                    if stopping { break }
                     let delay = backoff.nextDelayMilliseconds { Double.random(in: 0..<1) }
                     onEvent(.attemptFailed(reason: error.message, retryMilliseconds: delay))
                     if lostAt == nil { lostAt = monotonicNanoseconds() }
