@@ -56,8 +56,9 @@ final class PostgresBridge {
     }
 
     /// Notifications that reached this relay's listener while it was a standby (in the moment
-    /// between the backplane's return and the connection's close): dropped, as the leader
-    /// publishes them — delivering them too could duplicate them.
+    /// between the backplane's return and the connection's close), or that piled up while a
+    /// leader was paused past its lease: dropped, as the (new) leader publishes them —
+    /// delivering them too could duplicate them.
     private(set) var droppedAsStandby = 0
 
     func start() {
@@ -114,6 +115,13 @@ final class PostgresBridge {
     /// it was listening as the leader), else straight to the local subscribers.
     private func deliver(_ batch: [PostgresListener.Notification]) {
         notificationsReceived += batch.count
+        // A leader resumed after a pause must not publish what piled up meanwhile: another
+        // relay may have led (and published it) since.
+        if isLeader, let action = lease?.checkExpiry(now: monotonicNanoseconds()), action != .none {
+            apply(action)
+            droppedAsStandby += batch.count
+            return
+        }
         for n in batch {
             let channel = ByteBuffer(bytes: prefix + n.channel)
             let payload = ByteBuffer(bytes: n.payload)

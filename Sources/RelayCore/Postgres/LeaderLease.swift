@@ -27,6 +27,9 @@ public struct LeaderLease: Sendable {
     public private(set) var changes = 0
     private var inFlightSince: UInt64?
     private var lastAttempt: UInt64?
+    /// When the last acquire or renewal that Redis confirmed was sent: the lease is ours until
+    /// this plus the TTL, by Redis's clock at the latest.
+    private var confirmedSentAt: UInt64 = 0
 
     public init(namespace: String, holder: String, ttlMilliseconds: Int) {
         precondition(ttlMilliseconds >= 300, "lease TTL \(ttlMilliseconds) ms")
@@ -38,8 +41,21 @@ public struct LeaderLease: Sendable {
     /// Renewals (and a follower's attempts) are sent this often.
     public var periodNanoseconds: UInt64 { UInt64(min(1000, ttlMilliseconds / 3)) * 1_000_000 }
 
+    /// Whether this relay may act as the leader at `now`: it is, and its lease has at least one
+    /// renewal period left. After a pause (SIGSTOP, a stalled VM) longer than that, it has not,
+    /// even before a renewal says so — another relay may already lead.
+    public func holds(now: UInt64) -> Bool {
+        isLeader && now < confirmedSentAt + UInt64(ttlMilliseconds) * 1_000_000 - periodNanoseconds
+    }
+
+    /// A leader that finds its lease too old to trust steps down at once.
+    public mutating func checkExpiry(now: UInt64) -> Action {
+        isLeader && !holds(now: now) ? stepDown("lease too old to trust (the relay was paused or Redis is slow)") : .none
+    }
+
     /// Called periodically while the backplane is up.
     public mutating func tick(now: UInt64) -> Action {
+        if case .stepDown(let reason) = checkExpiry(now: now) { return .stepDown(reason: reason) }
         if let since = inFlightSince {
             // An unanswered request: a leader cannot tell whether it still holds the lease.
             if isLeader && now - since > periodNanoseconds {
@@ -55,18 +71,22 @@ public struct LeaderLease: Sendable {
 
     /// The answer to `acquireCommand`: true when Redis said OK.
     public mutating func acquired(_ ok: Bool) -> Bool {
+        let sentAt = inFlightSince ?? 0
         inFlightSince = nil
         guard ok, !isLeader else { return false }
         isLeader = true
+        confirmedSentAt = sentAt
         changes += 1
         return true
     }
 
     /// The answer to `renewCommand`: true when the lease was still ours and is extended.
     public mutating func renewed(_ ok: Bool) -> Action {
+        let sentAt = inFlightSince ?? 0
         inFlightSince = nil
         guard isLeader else { return .none }
         guard ok else { return stepDown("lease taken by another relay or expired") }
+        confirmedSentAt = sentAt
         return .none
     }
 

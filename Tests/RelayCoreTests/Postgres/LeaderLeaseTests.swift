@@ -94,3 +94,34 @@ import Testing
         }
     }
 }
+
+@Suite struct LeaderLeaseExpiryTests {
+    private let ms: UInt64 = 1_000_000
+
+    /// A leader paused past its lease (SIGSTOP) must not act on resume, before any renewal.
+    @Test func aPausedLeaderNoLongerHolds() {
+        var l = LeaderLease(namespace: "ns", holder: "r1", ttlMilliseconds: 3000)
+        #expect(l.tick(now: 1000 * ms) == .acquire)
+        _ = l.acquired(true)
+        // Valid until sent time + TTL, trusted until one period before that.
+        #expect(l.holds(now: 2999 * ms))
+        #expect(!l.holds(now: 3000 * ms))
+        #expect(l.checkExpiry(now: 2000 * ms) == .none)
+        if case .stepDown = l.checkExpiry(now: 5000 * ms) {} else { Issue.record("kept a lapsed lease") }
+        #expect(!l.isLeader)
+    }
+
+    /// Each confirmed renewal extends from the time it was sent.
+    @Test func renewalsExtendFromTheirSendTime() {
+        var l = LeaderLease(namespace: "ns", holder: "r1", ttlMilliseconds: 3000)
+        _ = l.tick(now: 0)
+        _ = l.acquired(true)
+        #expect(l.tick(now: 1000 * ms) == .renew)
+        #expect(l.renewed(true) == .none)
+        // Without the renewal the lease would be trusted until 2 s only.
+        #expect(l.holds(now: 2500 * ms))
+        #expect(!l.holds(now: 3000 * ms))
+        // A tick after a long stall steps down instead of renewing.
+        if case .stepDown = l.tick(now: 10_000 * ms) {} else { Issue.record("renewed a lapsed lease") }
+    }
+}
