@@ -15,10 +15,13 @@ def test_relay_bench_quick_run_is_valid(relay_binary):
         pytest.skip(f"relay-bench not built next to {relay_binary} (scripts/test builds it)")
     require_tool("redis-server", "apt-get install redis-server")
     run = subprocess.run(
-        [bench, "--quick", "--relay", relay_binary, "--scenarios", "fanout_100,pattern_1000,latency"],
-        capture_output=True, text=True, timeout=120)
+        [bench, "--quick", "--relay", relay_binary, "--scenarios", "fanout_100,pattern_1000,latency,backplane_100,backplane_latency,pg_notify_1"],
+        capture_output=True, text=True, timeout=180)
     print(run.stdout[-3000:])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "RESULT valid redis=1 relay=1" in run.stdout
-    for scenario in ("fanout_100", "pattern_1000"):
+    for scenario in ("fanout_100", "pattern_1000", "backplane_100"):
         assert f"RESULT {scenario}_lost redis=0 relay=0" in run.stdout
+    assert "RESULT backplane_latency_lost redis=0 relay=0" in run.stdout
+    # NOTIFY through the relay fleet (leader relay -> redis -> other relay) against a direct LISTEN.
+    assert "RESULT pg_notify_1 redis=" in run.stdout and "relay=NA" not in run.stdout.split("RESULT pg_notify_1 ")[1].split("\n")[0]
