@@ -25,7 +25,8 @@ import time
 import pytest
 
 from conftest import relay_env, relay_info, wait_until
-from resputil import Conn, cmd, parse1
+from fleetutil import expect_msgs, expect_quiet, msg, parse_arrays, pmsg, publish, read_msgs, sub, unix_url
+from resputil import Conn, cmd
 
 redis = pytest.importorskip("redis", reason="redis-py not installed (pip install redis)")
 
@@ -34,61 +35,11 @@ EX_CONFIG = 78
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-def unix_url(path: str, **query) -> str:
-    q = "&".join("%s=%s" % kv for kv in query.items())
-    return "unix://%s%s" % (path, "?" + q if q else "")
-
-
-def bb(x) -> bytes:
-    return x if isinstance(x, bytes) else str(x).encode()
-
-
-def sub(path: str, kind: str, *names, timeout: float = 5.0, conn: Conn | None = None) -> Conn:
-    """(P)SUBSCRIBE on a raw connection; returns it once every confirmation was read (RESP2)."""
-    c = conn or Conn(path, timeout=timeout)
-    c.send(cmd(kind, *names))
-    frames, status = c.read_frames(len(names), timeout)
-    assert status == "ok", "%s %r: %d/%d confirmations (%s), buffered %r" % (
-        kind, names, len(frames), len(names), status, c.buf[:200])
-    for name, f in zip(names, frames):
-        v = parse1(f)
-        assert isinstance(v, list) and v[0] == kind.lower().encode() and v[1] == bb(name), (kind, name, v)
-    return c
-
-
-def read_msgs(c: Conn, n: int, timeout: float = 5.0) -> tuple[list, str]:
-    frames, status = c.read_frames(n, timeout)
-    return [parse1(f) for f in frames], status
-
-
-def expect_msgs(c: Conn, expected: list, timeout: float = 5.0, what: str = ""):
-    got, status = read_msgs(c, len(expected), timeout)
-    assert got == expected, "%s: expected %r\n got %r (%s)" % (what, expected, got, status)
-
-
-def expect_quiet(c: Conn, wait: float = 0.3, what: str = ""):
-    extra = c.read_quiet(wait)
-    assert extra == b"", "%s: unexpected extra frames %r" % (what, extra[:400])
-
-
-def publish(path: str, channel, payload) -> int:
-    with Conn(path) as c:
-        return c.call("PUBLISH", channel, payload)
-
-
 def numsub(path: str, *channels) -> list[int]:
     with Conn(path) as c:
         v = c.call("PUBSUB", "NUMSUB", *channels)
     assert isinstance(v, list), v
     return [v[i + 1] for i in range(0, len(v), 2)]
-
-
-def msg(channel, payload) -> list:
-    return [b"message", bb(channel), bb(payload)]
-
-
-def pmsg(pattern, channel, payload) -> list:
-    return [b"pmessage", bb(pattern), bb(channel), bb(payload)]
 
 
 @pytest.fixture
@@ -157,48 +108,6 @@ SEQ_BATCH = 500
 SEQ_DEADLINE = 50.0
 
 
-def _parse_arrays(buf: bytes, pos: int):
-    """Parses complete RESP2 arrays of bulk strings / integers from buf[pos:]; returns (items, pos)."""
-    out = []
-    n = len(buf)
-    find = buf.find
-    while pos < n:
-        if buf[pos] != 0x2A:   # '*'
-            raise ValueError("not an array at %d: %r" % (pos, buf[pos:pos + 60]))
-        nl = find(b"\r\n", pos)
-        if nl < 0:
-            break
-        count = int(buf[pos + 1:nl])
-        p = nl + 2
-        items = []
-        complete = True
-        for _ in range(count):
-            nl2 = find(b"\r\n", p)
-            if nl2 < 0:
-                complete = False
-                break
-            t = buf[p]
-            if t == 0x3A:      # ':'
-                items.append(int(buf[p + 1:nl2]))
-                p = nl2 + 2
-                continue
-            if t != 0x24:      # '$'
-                raise ValueError("unexpected element %r" % buf[p:p + 60])
-            ln = int(buf[p + 1:nl2])
-            s = nl2 + 2
-            e = s + ln
-            if e + 2 > n:
-                complete = False
-                break
-            items.append(buf[s:e])
-            p = e + 2
-        if not complete:
-            break
-        out.append(items)
-        pos = p
-    return out, pos
-
-
 def _seq_reader(path: str, kind: bytes, name: bytes, total: int, ready, result):
     """Child process: subscribes, reports ready, then reads `total` messages (bounded in time)."""
     try:
@@ -213,7 +122,7 @@ def _seq_reader(path: str, kind: bytes, name: bytes, total: int, ready, result):
             if not data:
                 raise RuntimeError("EOF before confirmation")
             buf += data
-            conf, pos = _parse_arrays(buf, 0)
+            conf, pos = parse_arrays(buf, 0)
         buf = buf[pos:]
         extra_frames = conf[1:]
         ready.send(conf[0])
@@ -242,7 +151,7 @@ def _seq_reader(path: str, kind: bytes, name: bytes, total: int, ready, result):
                 status = "eof"
                 break
             buf += data
-            frames, pos = _parse_arrays(buf, 0)
+            frames, pos = parse_arrays(buf, 0)
             buf = buf[pos:]
             for f in frames:
                 if f[0] == b"message" and len(f) == 3:
@@ -702,7 +611,7 @@ def test_stuck_subscriber_does_not_stall_backplane(fleet):
             if not d:
                 break
             buf = buf[pos:] + d
-            frames, pos = _parse_arrays(buf, 0)
+            frames, pos = parse_arrays(buf, 0)
             seqs += [int(f[2][:8]) for f in frames]
         assert res_r.poll(30), "publisher did not finish"
         pr = res_r.recv()

@@ -19,7 +19,8 @@ import time
 import pytest
 
 from conftest import relay_info, short_tmpdir, wait_redis_state, wait_until
-from resputil import Conn, cmd, parse1
+from fleetutil import expect_msgs, expect_quiet, msg, pmsg, publish, read_msgs, sub, unix_url
+from resputil import Conn, cmd
 
 redis = pytest.importorskip("redis", reason="redis-py not installed (pip install redis)")
 
@@ -27,56 +28,6 @@ RESUBSCRIBE_BOUND = 1.0
 
 
 # ---- helpers (same shapes as in test_backplane.py) -------------------------------------------------
-
-def unix_url(path: str, **query) -> str:
-    q = "&".join("%s=%s" % kv for kv in query.items())
-    return "unix://%s%s" % (path, "?" + q if q else "")
-
-
-def bb(x) -> bytes:
-    return x if isinstance(x, bytes) else str(x).encode()
-
-
-def sub(path: str, kind: str, *names, timeout: float = 5.0, conn: Conn | None = None) -> Conn:
-    c = conn or Conn(path, timeout=timeout)
-    c.send(cmd(kind, *names))
-    frames, status = c.read_frames(len(names), timeout)
-    assert status == "ok", "%s %r: %d/%d confirmations (%s), buffered %r" % (
-        kind, names[:5], len(frames), len(names), status, c.buf[:200])
-    for name, f in zip(names, frames):
-        v = parse1(f)
-        assert isinstance(v, list) and v[0] == kind.lower().encode() and v[1] == bb(name), (kind, name, v)
-    return c
-
-
-def read_msgs(c: Conn, n: int, timeout: float = 5.0):
-    frames, status = c.read_frames(n, timeout)
-    return [parse1(f) for f in frames], status
-
-
-def expect_msgs(c: Conn, expected: list, timeout: float = 5.0, what: str = ""):
-    got, status = read_msgs(c, len(expected), timeout)
-    assert got == expected, "%s: expected %r\n got %r (%s)" % (what, expected, got, status)
-
-
-def expect_quiet(c: Conn, wait: float = 0.3, what: str = ""):
-    extra = c.read_quiet(wait)
-    assert extra == b"", "%s: unexpected extra frames %r" % (what, extra[:400])
-    assert not c.eof, "%s: connection closed by the relay" % what
-
-
-def msg(channel, payload) -> list:
-    return [b"message", bb(channel), bb(payload)]
-
-
-def pmsg(pattern, channel, payload) -> list:
-    return [b"pmessage", bb(pattern), bb(channel), bb(payload)]
-
-
-def publish(path: str, channel, payload, timeout: float = 5.0) -> int:
-    with Conn(path, timeout=timeout) as c:
-        return c.call("PUBLISH", channel, payload, timeout=timeout)
-
 
 def call(path: str, *args):
     with Conn(path) as c:

@@ -34,6 +34,7 @@ import time
 import pytest
 
 from conftest import relay_env, relay_info, short_tmpdir, wait_until
+from fleetutil import parse_arrays, unix_url
 from resputil import cmd
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg not installed (python3 -m pip install 'psycopg[binary]')")
@@ -59,52 +60,6 @@ def pg_env(conninfo: str, channels, prefix: str = PREFIX, **extra) -> dict:
     return env
 
 
-def unix_url(path: str) -> str:
-    return "unix://%s" % path
-
-
-def _parse_arrays(buf: bytes, pos: int = 0):
-    """Complete RESP2 arrays of bulk strings / integers from buf[pos:]; returns (arrays, end)."""
-    out = []
-    n = len(buf)
-    find = buf.find
-    while pos < n:
-        if buf[pos] != 0x2A:   # '*'
-            raise ValueError("not an array at %d: %r" % (pos, buf[pos:pos + 80]))
-        nl = find(b"\r\n", pos)
-        if nl < 0:
-            break
-        count = int(buf[pos + 1:nl])
-        p = nl + 2
-        items = []
-        complete = True
-        for _ in range(count):
-            nl2 = find(b"\r\n", p)
-            if nl2 < 0:
-                complete = False
-                break
-            t = buf[p]
-            if t == 0x3A:      # ':'
-                items.append(int(buf[p + 1:nl2]))
-                p = nl2 + 2
-                continue
-            if t != 0x24:      # '$'
-                raise ValueError("unexpected element %r" % buf[p:p + 80])
-            ln = int(buf[p + 1:nl2])
-            s = nl2 + 2
-            e = s + ln
-            if e + 2 > n:
-                complete = False
-                break
-            items.append(buf[s:e])
-            p = e + 2
-        if not complete:
-            break
-        out.append(items)
-        pos = p
-    return out, pos
-
-
 class Collector:
     """A RESP2 subscriber on a relay socket; a thread reads every message as (channel, payload)."""
 
@@ -128,7 +83,7 @@ class Collector:
             data = self.sock.recv(65536)
             assert data, "%s: EOF before the confirmation" % self.label
             buf += data
-            frames, pos = _parse_arrays(buf)
+            frames, pos = parse_arrays(buf)
             buf = buf[pos:]
             confs.extend(frames)
         for f in confs[:len(names)]:
@@ -159,7 +114,7 @@ class Collector:
                     self.eof = True
                     return
                 buf += data
-                frames, pos = _parse_arrays(buf)
+                frames, pos = parse_arrays(buf)
                 buf = buf[pos:]
                 self._take(frames)
         except Exception as e:   # reported by the assertions that read it

@@ -227,8 +227,9 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         for (kind, names) in [(SubscriptionKind.channel, channels), (.pattern, patterns)] {
             var start = 0
             while start < names.count {
-                let chunk = names[start..<min(start + 1024, names.count)]
-                sendSubscriptionCommand(kind, subscribe: true, Array(chunk))
+                let chunk = Array(names[start..<min(start + 1024, names.count)])
+                for name in chunk { ledger.sent(kind, name, subscribe: true) }
+                sendSubscriptionCommand(kind, subscribe: true, chunk)
                 start += chunk.count
             }
         }
@@ -538,13 +539,11 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private func flushRun() {
         guard let run = pendingRun else { return }
         pendingRun = nil
-        let verb = (run.kind == .pattern ? "P" : "") + (run.subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE")
-        sub.connection?.send([Self.arg(verb)] + run.names)
+        sendSubscriptionCommand(run.kind, subscribe: run.subscribe, run.names)
     }
 
-    /// The resubscribe pipeline: names recorded in the ledger and sent at once.
+    /// `(P)(UN)SUBSCRIBE name…` on the subscriber connection (the ledger already has the names).
     private func sendSubscriptionCommand(_ kind: SubscriptionKind, subscribe: Bool, _ names: [ByteBuffer]) {
-        for name in names { ledger.sent(kind, name, subscribe: subscribe) }
         let verb = (kind == .pattern ? "P" : "") + (subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE")
         sub.connection?.send([Self.arg(verb)] + names)
     }
