@@ -25,7 +25,9 @@ let package = Package(
     ],
     targets: [
         // C libraries, wrapped as Debian ships them: hiredis for the Redis backplane, libpq for
-        // the Postgres bridge.
+        // the Postgres bridge. CLibpq does not link libpq: the relay dlopens it only when
+        // DATABASE_URL is set (its dependency tree costs ~5 MB of RSS); the bench and the tests
+        // link it.
         .systemLibrary(
             name: "CHiredis",
             pkgConfig: "hiredis",
@@ -33,7 +35,6 @@ let package = Package(
         ),
         .systemLibrary(
             name: "CLibpq",
-            pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
         // glibc's <malloc.h> (mallopt), which the Glibc module does not export.
@@ -84,7 +85,8 @@ let package = Package(
                 "RelayCore",
                 "CLibpq",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            linkerSettings: [.linkedLibrary("pq")]
         ),
         .testTarget(
             name: "RelayCoreTests",
@@ -100,7 +102,8 @@ let package = Package(
                 "CHiredis",
                 "CLibpq",
                 .product(name: "NIOCore", package: "swift-nio"),
-            ]
+            ],
+            linkerSettings: [.linkedLibrary("pq")]
         ),
     ],
     swiftLanguageModes: [.v6]

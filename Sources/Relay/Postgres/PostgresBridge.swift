@@ -41,7 +41,11 @@ final class PostgresBridge {
         var handle: (@Sendable (PostgresListener.Event) -> Void)?
         let box = NIOLoopBoundBox<PostgresBridge?>(nil, eventLoop: loop)
         handle = { event in loop.execute { box.value?.handle(event) } }
-        listener = PostgresListener(conninfo: conninfo, channels: config.pgChannels, onEvent: handle!)
+        guard case .success(let pq) = Libpq.shared else {
+            // The executable checks DATABASE_URL (and so loads libpq) before starting.
+            preconditionFailure("Postgres bridge started without libpq: \(Libpq.shared)")
+        }
+        listener = PostgresListener(pq: pq, conninfo: conninfo, channels: config.pgChannels, onEvent: handle!)
         box.value = self
         backplane?.onStateChange = { [unowned self] in backplaneChanged() }
         backplane?.onTick = { [unowned self] in leaseTick() }

@@ -31,6 +31,7 @@ final class PostgresListener: @unchecked Sendable {
     }
 
     private let conninfo: String
+    private let pq: Libpq
     private let channels: [String]
     private let timeoutSeconds: Double
     private let onEvent: @Sendable (Event) -> Void
@@ -43,7 +44,8 @@ final class PostgresListener: @unchecked Sendable {
 
     /// `conninfo` is DATABASE_URL as given; libpq expands it after the relay's defaults, so the
     /// user's settings win.
-    init(conninfo: String, channels: [String], timeoutSeconds: Double = 10, onEvent: @escaping @Sendable (Event) -> Void) {
+    init(pq: Libpq, conninfo: String, channels: [String], timeoutSeconds: Double = 10, onEvent: @escaping @Sendable (Event) -> Void) {
+        self.pq = pq
         self.conninfo = conninfo
         self.channels = channels
         self.timeoutSeconds = timeoutSeconds
@@ -78,13 +80,18 @@ final class PostgresListener: @unchecked Sendable {
 
     /// libpq's verdict on a conninfo string or URI, without connecting: nil if it parses.
     static func validate(_ conninfo: String) -> String? {
+        let pq: Libpq
+        switch Libpq.shared {
+        case .success(let loaded): pq = loaded
+        case .failure(let error): return "the Postgres bridge needs libpq, and \(error.description)"
+        }
         var message: UnsafeMutablePointer<CChar>?
-        guard let options = PQconninfoParse(conninfo, &message) else {
-            defer { if let message { PQfreemem(message) } }
+        guard let options = pq.conninfoParse(conninfo, &message) else {
+            defer { if let message { pq.freemem(message) } }
             let text = message.map { String(cString: $0) } ?? "out of memory"
             return text.trimmingTrailingNewlines()
         }
-        PQconninfoFree(options)
+        pq.conninfoFree(options)
         return nil
     }
 
@@ -154,27 +161,27 @@ final class PostgresListener: @unchecked Sendable {
                 continue
             }
             guard wanted, let conn = connection else {
-                PQfinish(connection)
+                pq.finish(connection)
                 connection = nil
                 lostAt = nil
                 onEvent(.stopped)
                 continue
             }
-            var fds = [pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0),
+            var fds = [pollfd(fd: pq.socket(conn), events: Int16(POLLIN), revents: 0),
                        pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
             let n = poll(&fds, 2, 1000)
             if n < 0 && errno != EINTR {
                 onEvent(.lost(reason: "poll: \(String(cString: strerror(errno)))"))
-                PQfinish(conn)
+                pq.finish(conn)
                 connection = nil
                 lostAt = monotonicNanoseconds()
                 continue
             }
             if fds[1].revents != 0 { drainWake() }
             if fds[0].revents != 0 {
-                if PQconsumeInput(conn) == 0 {
-                    onEvent(.lost(reason: Self.errorMessage(conn)))
-                    PQfinish(conn)
+                if pq.consumeInput(conn) == 0 {
+                    onEvent(.lost(reason: errorMessage(conn)))
+                    pq.finish(conn)
                     connection = nil
                     lostAt = monotonicNanoseconds()
                     continue
@@ -182,15 +189,15 @@ final class PostgresListener: @unchecked Sendable {
                 drainResults(conn)
                 let batch = drainNotifications(conn)
                 if !batch.isEmpty { onEvent(.notifications(batch)) }
-                if PQstatus(conn) == CONNECTION_BAD {
-                    onEvent(.lost(reason: Self.errorMessage(conn)))
-                    PQfinish(conn)
+                if pq.status(conn) == CONNECTION_BAD {
+                    onEvent(.lost(reason: errorMessage(conn)))
+                    pq.finish(conn)
                     connection = nil
                     lostAt = monotonicNanoseconds()
                 }
             }
         }
-        if let connection { PQfinish(connection) }
+        if let connection { pq.finish(connection) }
     }
 
     struct AttemptError: Error {
@@ -202,72 +209,72 @@ final class PostgresListener: @unchecked Sendable {
         var keywords = Self.defaults.map(\.0) + ["dbname"]
         var values = Self.defaults.map(\.1) + [conninfo]
         let conn: OpaquePointer? = keywords.withCStrings { k in
-            values.withCStrings { v in PQconnectStartParams(k, v, 1) }
+            values.withCStrings { v in pq.connectStartParams(k, v, 1) }
         }
         keywords.removeAll()
         values.removeAll()
         guard let conn else { return .failure(AttemptError(message: "libpq: out of memory")) }
-        if PQstatus(conn) == CONNECTION_BAD {
-            defer { PQfinish(conn) }
-            return .failure(AttemptError(message: Self.errorMessage(conn)))
+        if pq.status(conn) == CONNECTION_BAD {
+            defer { pq.finish(conn) }
+            return .failure(AttemptError(message: errorMessage(conn)))
         }
         let deadline = monotonicNanoseconds() + UInt64(timeoutSeconds * 1e9)
         var state = PGRES_POLLING_WRITING
         while state != PGRES_POLLING_OK {
             if state == PGRES_POLLING_FAILED {
-                defer { PQfinish(conn) }
-                return .failure(AttemptError(message: Self.errorMessage(conn)))
+                defer { pq.finish(conn) }
+                return .failure(AttemptError(message: errorMessage(conn)))
             }
             // The socket can change between polls (multi-host lists): read it every time.
             let events = state == PGRES_POLLING_READING ? Int16(POLLIN) : Int16(POLLOUT)
             guard waitSocket(conn, events: events, deadline: deadline) else {
-                PQfinish(conn)
+                pq.finish(conn)
                 return .failure(AttemptError(message: stopping ? "stopping" : "connect timed out after \(Int(timeoutSeconds)) s"))
             }
-            state = PQconnectPoll(conn)
+            state = pq.connectPoll(conn)
         }
-        PQsetnonblocking(conn, 1)
+        pq.setnonblocking(conn, 1)
         // libpq prints server notices (e.g. the FATAL of a terminated backend) on stderr by
         // default; they would break the log's one-event-per-line format, and the same text
         // reaches the log through PQerrorMessage.
-        PQsetNoticeProcessor(conn, { _, _ in }, nil)
+        pq.setNoticeProcessor(conn, { _, _ in }, nil)
         var sql = ""
         for channel in channels {
-            guard let quoted = channel.withCString({ PQescapeIdentifier(conn, $0, strlen($0)) }) else {
-                defer { PQfinish(conn) }
-                return .failure(AttemptError(message: "cannot quote channel '\(channel)': \(Self.errorMessage(conn))"))
+            guard let quoted = channel.withCString({ pq.escapeIdentifier(conn, $0, strlen($0)) }) else {
+                defer { pq.finish(conn) }
+                return .failure(AttemptError(message: "cannot quote channel '\(channel)': \(errorMessage(conn))"))
             }
             sql += "LISTEN \(String(cString: quoted));"
-            PQfreemem(quoted)
+            pq.freemem(quoted)
         }
-        guard PQsendQuery(conn, sql) == 1 else {
-            defer { PQfinish(conn) }
-            return .failure(AttemptError(message: "LISTEN: \(Self.errorMessage(conn))"))
+        guard pq.sendQuery(conn, sql) == 1 else {
+            defer { pq.finish(conn) }
+            return .failure(AttemptError(message: "LISTEN: \(errorMessage(conn))"))
         }
         while true {
-            let f = PQflush(conn)
+            let f = pq.flush(conn)
             if f == 0 { break }
             if f < 0 || !waitSocket(conn, events: Int16(POLLOUT), deadline: deadline) {
-                defer { PQfinish(conn) }
-                return .failure(AttemptError(message: "LISTEN not sent: \(Self.errorMessage(conn))"))
+                defer { pq.finish(conn) }
+                return .failure(AttemptError(message: "LISTEN not sent: \(errorMessage(conn))"))
             }
         }
         var failure: String?
         while true {
-            while PQisBusy(conn) == 1 {
-                guard waitSocket(conn, events: Int16(POLLIN), deadline: deadline), PQconsumeInput(conn) == 1 else {
-                    defer { PQfinish(conn) }
-                    return .failure(AttemptError(message: "LISTEN not answered: \(Self.errorMessage(conn))"))
+            while pq.isBusy(conn) == 1 {
+                guard waitSocket(conn, events: Int16(POLLIN), deadline: deadline), pq.consumeInput(conn) == 1 else {
+                    defer { pq.finish(conn) }
+                    return .failure(AttemptError(message: "LISTEN not answered: \(errorMessage(conn))"))
                 }
             }
-            guard let result = PQgetResult(conn) else { break }
-            if PQresultStatus(result) != PGRES_COMMAND_OK && failure == nil {
-                failure = String(cString: PQresultErrorMessage(result)).trimmingTrailingNewlines()
+            guard let result = pq.getResult(conn) else { break }
+            if pq.resultStatus(result) != PGRES_COMMAND_OK && failure == nil {
+                failure = pq.resultErrorMessage(result).map { String(cString: $0).trimmingTrailingNewlines() } ?? "LISTEN failed"
             }
-            PQclear(result)
+            pq.clear(result)
         }
         if let failure {
-            PQfinish(conn)
+            pq.finish(conn)
             return .failure(AttemptError(message: "LISTEN refused: \(failure)"))
         }
         return .success(conn)
@@ -275,19 +282,19 @@ final class PostgresListener: @unchecked Sendable {
 
     /// Results of nothing we asked for (a server notice of shutdown, say) are read and dropped.
     private func drainResults(_ conn: OpaquePointer) {
-        while PQisBusy(conn) == 0, let result = PQgetResult(conn) {
-            PQclear(result)
+        while pq.isBusy(conn) == 0, let result = pq.getResult(conn) {
+            pq.clear(result)
         }
     }
 
     private func drainNotifications(_ conn: OpaquePointer) -> [Notification] {
         var batch: [Notification] = []
-        while let notify = PQnotifies(conn) {
+        while let notify = pq.notifies(conn) {
             let n = notify.pointee
             let channel = Array(UnsafeRawBufferPointer(start: n.relname, count: strlen(n.relname)))
             let payload = n.extra.map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) } ?? []
             batch.append(Notification(channel: channel, payload: payload))
-            PQfreemem(notify)
+            pq.freemem(notify)
         }
         return batch
     }
@@ -297,7 +304,7 @@ final class PostgresListener: @unchecked Sendable {
         while !stopping {
             let now = monotonicNanoseconds()
             guard now < deadline else { return false }
-            var fds = [pollfd(fd: PQsocket(conn), events: events, revents: 0),
+            var fds = [pollfd(fd: pq.socket(conn), events: events, revents: 0),
                        pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
             let n = poll(&fds, 2, Int32(min(1000, (deadline - now) / 1_000_000 + 1)))
             if n < 0 && errno != EINTR { return false }
@@ -317,8 +324,8 @@ final class PostgresListener: @unchecked Sendable {
         while read(wakeFD, &bytes, 64) > 0 {}
     }
 
-    private static func errorMessage(_ conn: OpaquePointer) -> String {
-        String(cString: PQerrorMessage(conn)).trimmingTrailingNewlines()
+    private func errorMessage(_ conn: OpaquePointer) -> String {
+        pq.errorMessage(conn).map { String(cString: $0).trimmingTrailingNewlines() } ?? "unknown libpq error"
     }
 }
 
