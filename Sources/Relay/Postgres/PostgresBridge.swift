@@ -126,15 +126,14 @@ final class PostgresBridge {
             droppedAsStandby += batch.count
             return
         }
+        if let backplane, backplane.isForwarding, isLeader {
+            publishUpstream(batch, backplane)
+            return
+        }
         for n in batch {
             let channel = ByteBuffer(bytes: prefix + n.channel)
             let payload = ByteBuffer(bytes: n.payload)
-            if let backplane, backplane.isForwarding, isLeader {
-                publishedUpstream += 1
-                backplane.request([Self.publish, channel, payload]) { [unowned self] reply in
-                    if reply == nil || reply!.isError { lostUpstream += 1 }
-                }
-            } else if backplane == nil || !backplane!.isReceiving {
+            if backplane == nil || !backplane!.isReceiving {
                 deliveredLocally += 1
                 state.stats.messagesFromPostgres += 1
                 state.hub.publish(channel: channel, payload: payload)
@@ -144,7 +143,39 @@ final class PostgresBridge {
         }
     }
 
+    /// The leader's publishes, in commit order: one PUBLISH for a lone notification, one EVAL
+    /// of up to `maxPerScript` PUBLISHes for a batch (what one wake-up of the listener drained,
+    /// e.g. a transaction's worth) — one command and one reply instead of one per notification.
+    private func publishUpstream(_ batch: [PostgresListener.Notification], _ backplane: UpstreamRedisLink) {
+        var start = 0
+        while start < batch.count {
+            let chunk = batch[start..<min(start + Self.maxPerScript, batch.count)]
+            start += chunk.count
+            var command: [ByteBuffer]
+            if chunk.count == 1 {
+                command = [Self.publish]
+            } else {
+                command = [Self.eval, Self.publishAll, Self.noKeys]
+                command.reserveCapacity(3 + 2 * chunk.count)
+            }
+            for n in chunk {
+                command.append(ByteBuffer(bytes: prefix + n.channel))
+                command.append(ByteBuffer(bytes: n.payload))
+            }
+            publishedUpstream += chunk.count
+            let count = chunk.count
+            backplane.request(command) { [unowned self] reply in
+                if reply == nil || reply!.isError { lostUpstream += count }
+            }
+        }
+    }
+
+    static let maxPerScript = 256
     private static let publish = ByteBuffer(string: "PUBLISH")
+    private static let eval = ByteBuffer(string: "EVAL")
+    private static let noKeys = ByteBuffer(string: "0")
+    /// Publishes ARGV pairs (channel, payload) in order, atomically.
+    static let publishAll = ByteBuffer(string: "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return #ARGV / 2")
 
     // MARK: Lease
 
