@@ -644,3 +644,80 @@ def test_install_with_prefix_names_the_binary_in_the_unit(systemd_analyze, relay
 
     run_script(UNINSTALL, dest, relay_binary, prefix=prefix)
     assert not (dest / binary_path.lstrip("/")).exists() and not installed.exists()
+
+
+def test_backplane_and_bridge_work_inside_the_units_sandbox(systemd_analyze, relay_binary, redis_server, pg_db):
+    """The upstream links under the unit's seccomp filter and address families (seccomp_exec.py,
+    as the current user): hiredis over a Unix socket, libpq loaded with dlopen, the listener
+    thread, the leader lease. A NOTIFY reaches a subscriber through Redis; a publish crosses to
+    Redis; SIGTERM still exits 0 (the lease is released)."""
+    if platform.machine() != "x86_64":
+        pytest.skip("the seccomp emulation is x86_64 only")
+    d = short_tmpdir("rit-sdup-")
+    sock_path = os.path.join(d, "relay.sock")
+    allowed_file = os.path.join(d, "syscalls")
+    Path(allowed_file).write_text("\n".join(sorted(unit_syscall_allow_list(systemd_analyze))) + "\n")
+    argv = [sys.executable, str(Path(__file__).with_name("seccomp_exec.py")), allowed_file,
+            ",".join(unit_address_families()), "--", relay_binary]
+    env = relay_env(sock_path, {
+        "RELAY_METRICS_ADDR": "",
+        "REDIS_URL": "unix://" + redis_server.socket,
+        "DATABASE_URL": pg_db.conninfo,
+        "RELAY_PG_CHANNELS": "sandboxed",
+        "RELAY_PG_PREFIX": "pg:",
+        "RELAY_LEADER_TTL": "1s",
+    })
+    stderr_path = os.path.join(d, "stderr")
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, cwd=d)
+
+    def stderr() -> str:
+        return Path(stderr_path).read_text(errors="replace")
+
+    def info() -> dict:
+        from conftest import relay_info
+        return relay_info(sock_path)
+
+    import redis as redis_py
+    try:
+        try:
+            wait_accepting(sock_path, proc, timeout=30)
+        except RuntimeError as e:
+            if proc.poll() == 97:
+                pytest.skip("cannot install the seccomp filter here: %s" % stderr().strip())
+            raise AssertionError("%s\nstderr:\n%s" % (e, stderr()))
+        status = Path("/proc/%d/status" % proc.pid).read_text()
+        assert re.search(r"^Seccomp:\s+2$", status, re.M), "no seccomp filter on the relay:\n" + status
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            i = info()
+            if i.get("redis_state") == "up" and i.get("postgres_leader") == "1" and i.get("postgres_listening") == "1":
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("not up and leading in the sandbox: %r\nstderr:\n%s" % (info(), stderr()))
+        r = redis_py.Redis(unix_socket_path=sock_path)
+        p = r.pubsub()
+        p.subscribe("pg:sandboxed", "fromapp")
+        for _ in range(2):
+            assert p.get_message(timeout=5)["type"] == "subscribe"
+        pg_db.execute("SELECT pg_notify('sandboxed', 'héllo')")
+        m = p.get_message(timeout=5)
+        assert m and m["channel"] == b"pg:sandboxed" and m["data"] == "héllo".encode(), (m, stderr())
+        # PUBLISH goes to Redis and answers Redis's count (this relay holds the channel: 1).
+        assert r.publish("fromapp", b"x") == 1
+        m = p.get_message(timeout=5)
+        assert m and m["data"] == b"x", m
+        p.close()
+        r.close()
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(20)
+    finally:
+        stop_pid(proc)
+    assert rc == 0, "exit %s; stderr:\n%s" % (rc, stderr())
+    # The clean stop released the lease and removed this relay's fleet counts.
+    out = subprocess.run(["redis-cli", "-s", redis_server.socket, "EXISTS", "pubsub-relay:pg-leader"],
+                         capture_output=True, text=True, timeout=10).stdout.strip()
+    assert out == "0", out
+    assert "Operation not permitted" not in stderr() and "EPERM" not in stderr(), stderr()
