@@ -5,7 +5,8 @@ import RelayCore
 /// Postgres notifications as relay channels (DESIGN §3.5, issue 4). Decides when this relay
 /// LISTENs and where each notification goes:
 ///
-/// * no backplane, or the backplane degraded: LISTEN, deliver to the local subscribers directly;
+/// * no backplane, or its subscriber connection down (degraded): LISTEN, deliver to the local
+///   subscribers directly;
 /// * backplane up: only the lease holder (the leader) LISTENs, and publishes each notification to
 ///   Redis on `${RELAY_PG_PREFIX}<channel>`; every relay's subscribers get it from the backplane.
 ///
@@ -37,15 +38,16 @@ final class PostgresBridge {
         if let backplane {
             lease = LeaderLease(namespace: config.namespace, holder: backplane.relayID, ttlMilliseconds: config.leaderTTLMilliseconds)
         }
+        // The listener's thread hands its events to this loop; the box is filled once self exists.
         let loop = eventLoop
-        var handle: (@Sendable (PostgresListener.Event) -> Void)?
         let box = NIOLoopBoundBox<PostgresBridge?>(nil, eventLoop: loop)
-        handle = { event in loop.execute { box.value?.handle(event) } }
         guard case .success(let pq) = Libpq.shared else {
             // The executable checks DATABASE_URL (and so loads libpq) before starting.
             preconditionFailure("Postgres bridge started without libpq: \(Libpq.shared)")
         }
-        listener = PostgresListener(pq: pq, conninfo: conninfo, channels: config.pgChannels, onEvent: handle!)
+        listener = PostgresListener(pq: pq, conninfo: conninfo, channels: config.pgChannels) { event in
+            loop.execute { box.value?.handle(event) }
+        }
         box.value = self
         backplane?.onStateChange = { [unowned self] in backplaneChanged() }
         backplane?.onTick = { [unowned self] in leaseTick() }
