@@ -102,7 +102,13 @@ private func spawnAndWait(_ path: String, _ args: [String]) -> Int32 {
 /// Payload: `<writer>:<seq, 12 digits>:<send time ns, 20 digits>` — fixed width, text (NOTIFY
 /// payloads cannot hold NUL).
 private let payloadLength = 1 + 1 + 12 + 1 + 20
-private let channel = "bench"
+/// Each run NOTIFYs on a channel of its own, so that nothing of an earlier run (the fleet's
+/// leader LISTENs all along, and may still be draining a backlog) is counted in a later one.
+/// The relays LISTEN on `benchChannels`; direct runs use channels outside that list.
+let benchChannelCount = 32
+var benchChannels: String { (0..<benchChannelCount).map { "bench\($0)" }.joined(separator: ",") }
+nonisolated(unsafe) private var nextRelayRun = 0
+nonisolated(unsafe) private var nextDirectRun = 0
 
 private final class PgShared: @unchecked Sendable {
     let stop = Atomic<Bool>(false)
@@ -112,7 +118,17 @@ private final class PgShared: @unchecked Sendable {
 
 /// One run: notifiers on Postgres, one receiver (direct LISTEN, or a relay subscriber socket).
 func runPostgres(conninfo: String, relaySocket: String?, options o: PgOptions, serverPID: pid_t) throws -> PgResult {
-    let receiver: PgReceiver = try relaySocket.map { try RelayReceiver(socket: $0) } ?? DirectReceiver(conninfo: conninfo)
+    let channel: String
+    if relaySocket != nil {
+        guard nextRelayRun < benchChannelCount else { throw BenchError("more relay runs than bench channels (\(benchChannelCount))") }
+        channel = "bench\(nextRelayRun)"
+        nextRelayRun += 1
+    } else {
+        channel = "direct\(nextDirectRun)"
+        nextDirectRun += 1
+    }
+    let receiver: PgReceiver = try relaySocket.map { try RelayReceiver(socket: $0, channel: channel) }
+        ?? DirectReceiver(conninfo: conninfo, channel: channel)
     defer { receiver.close() }
     let shared = PgShared()
     var threads: [pthread_t] = []
@@ -120,7 +136,7 @@ func runPostgres(conninfo: String, relaySocket: String?, options o: PgOptions, s
     let cpu0 = processCPUNanos(serverPID)
     for w in 0..<o.notifiers {
         threads.append(startThread {
-            notifier(writer: w, conninfo: conninfo, options: o, shared: shared)
+            notifier(writer: w, conninfo: conninfo, channel: channel, options: o, shared: shared)
         })
     }
     let tracker = Tracker(writers: o.notifiers, sampleFrom: start + 200_000_000)
@@ -156,7 +172,7 @@ func runPostgres(conninfo: String, relaySocket: String?, options o: PgOptions, s
     return r
 }
 
-private func notifier(writer: Int, conninfo: String, options o: PgOptions, shared: PgShared) {
+private func notifier(writer: Int, conninfo: String, channel: String, options o: PgOptions, shared: PgShared) {
     guard let conn = PQconnectdb(conninfo), PQstatus(conn) == CONNECTION_OK else {
         shared.error = "notifier cannot connect to Postgres"
         shared.stop.store(true, ordering: .relaxed)
@@ -238,7 +254,7 @@ private protocol PgReceiver {
 private final class DirectReceiver: PgReceiver {
     private let conn: OpaquePointer
 
-    init(conninfo: String) throws {
+    init(conninfo: String, channel: String) throws {
         guard let c = PQconnectdb(conninfo), PQstatus(c) == CONNECTION_OK else {
             throw BenchError("LISTEN client cannot connect to Postgres")
         }
@@ -272,7 +288,7 @@ private final class RelayReceiver: PgReceiver {
     private let header: [UInt8]
     private let frameLength: Int
 
-    init(socket: String) throws {
+    init(socket: String, channel: String) throws {
         fd = try connectUnix(socket)
         setReceiveTimeout(fd, seconds: 5)
         try writeAll(fd, respCommand(["SUBSCRIBE", channel]))

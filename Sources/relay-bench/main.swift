@@ -136,6 +136,7 @@ struct RelayBench: ParsableCommand {
         var postgres: BenchPostgres? = nil
         var pgSetupError: String? = nil
         var pgSubscriberSocket: String? = nil
+        var pgRelays: [Server] = []
         defer {
             for s in servers + fleetMembers { s.stop() }
             postgres?.stop()
@@ -169,11 +170,12 @@ struct RelayBench: ParsableCommand {
                         let pg = try BenchPostgres(binDir: postgresBin)
                         postgres = pg
                         let binary = relay ?? defaultRelayBinary()
-                        let env = ["DATABASE_URL=\(pg.conninfo)", "RELAY_PG_CHANNELS=bench", "RELAY_LEADER_TTL=1s"]
+                        let env = ["DATABASE_URL=\(pg.conninfo)", "RELAY_PG_CHANNELS=\(benchChannels)", "RELAY_LEADER_TTL=1s"]
                         let url = "unix://" + servers[0].socketPath
                         let a = try Server.launchRelay(in: ws, binary: binary, name: "pg-a", redisURL: url, extraEnv: env)
                         let b = try Server.launchRelay(in: ws, binary: binary, name: "pg-b", redisURL: url, extraEnv: env)
                         fleetMembers += [a, b]
+                        pgRelays = [a, b]
                         pgSubscriberSocket = try waitForLeader(a, b).socketPath
                     } catch {
                         pgSetupError = "\(error)"
@@ -226,6 +228,7 @@ struct RelayBench: ParsableCommand {
                         outcome = .failed("\(server.name) is not running (\(server.exitDescription ?? "gone"))")
                     } else {
                         if scenario.isPostgres {
+                            if listed.name != "redis" { waitUntilIdle(pgRelays) }
                             outcome = runPostgresScenario(scenario, direct: listed.name == "redis", postgres: postgres,
                                                           subscriberSocket: pgSubscriberSocket, setupError: pgSetupError,
                                                           seconds: measureSeconds)
@@ -366,6 +369,19 @@ struct RelayBench: ParsableCommand {
                                        options: o, serverPID: postgres.pid))
         } catch {
             return .failed("\(error)")
+        }
+    }
+
+    /// Waits (at most 30 s) until the relays' Postgres counters stop moving: a leader still
+    /// draining an earlier run's backlog would load the machine during the next measurement.
+    private func waitUntilIdle(_ relays: [Server]) {
+        let deadline = monoNanos() + 30_000_000_000
+        var last: [String?] = relays.map { $0.info("postgres_notifications_received") }
+        while monoNanos() < deadline {
+            usleep(300_000)
+            let now = relays.map { $0.info("postgres_notifications_received") }
+            if now == last { return }
+            last = now
         }
     }
 

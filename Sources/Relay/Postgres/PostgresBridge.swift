@@ -5,10 +5,13 @@ import RelayCore
 /// Postgres notifications as relay channels (DESIGN §3.5, issue 4). Decides when this relay
 /// LISTENs and where each notification goes:
 ///
-/// * no backplane, or its subscriber connection down (degraded): LISTEN, deliver to the local
-///   subscribers directly;
-/// * backplane up: only the lease holder (the leader) LISTENs, and publishes each notification to
+/// * no backplane, or Redis down for this relay (neither connection up: degraded): LISTEN, deliver
+///   to the local subscribers directly;
+/// * Redis up: only the lease holder (the leader) LISTENs, and publishes each notification to
 ///   Redis on `${RELAY_PG_PREFIX}<channel>`; every relay's subscribers get it from the backplane.
+///   Leading needs only the publisher connection (PUBLISH, the lease): a leader whose subscriber
+///   connection is cut keeps leading, and a standby in that state does not start listening
+///   (its subscribers miss what Redis pub/sub misses, rather than risk getting it twice).
 ///
 /// Confined to the relay's event loop; the listener's thread reports through `handle(_:)`.
 final class PostgresBridge {
@@ -58,7 +61,7 @@ final class PostgresBridge {
     var mode: String {
         guard let backplane else { return "local" }
         if isLeader { return "leader" }
-        return backplane.isReceiving ? "standby" : "degraded"
+        return backplane.isReachable ? "standby" : "degraded"
     }
 
     /// Notifications that reached this relay's listener while it was a standby (in the moment
@@ -79,10 +82,10 @@ final class PostgresBridge {
         listener.stop()
     }
 
-    /// LISTEN while this relay is the one that must: the leader, or every relay that cannot
-    /// receive from the backplane (none configured, or its subscriber connection is down).
+    /// LISTEN while this relay is the one that must: the leader, or every relay when there is no
+    /// backplane or Redis is down for it.
     private func updateWanted() {
-        let wanted = backplane == nil || !backplane!.isReceiving || isLeader
+        let wanted = backplane == nil || !backplane!.isReachable || isLeader
         listener.setWanted(wanted)
     }
 
@@ -128,14 +131,14 @@ final class PostgresBridge {
             droppedAsStandby += batch.count
             return
         }
-        if let backplane, backplane.isForwarding, isLeader {
+        if let backplane, backplane.isPublisherReady, isLeader {
             publishUpstream(batch, backplane)
             return
         }
         for n in batch {
             let channel = ByteBuffer(bytes: prefix + n.channel)
             let payload = ByteBuffer(bytes: n.payload)
-            if backplane == nil || !backplane!.isReceiving {
+            if backplane == nil || !backplane!.isReachable {
                 deliveredLocally += 1
                 state.stats.messagesFromPostgres += 1
                 state.hub.publish(channel: channel, payload: payload)
@@ -166,13 +169,24 @@ final class PostgresBridge {
             }
             publishedUpstream += chunk.count
             let count = chunk.count
+            publishesInFlight += 1
+            if publishesInFlight == Self.maxPublishesInFlight { listener.setPaused(true) }
             backplane.request(command) { [unowned self] reply in
                 if reply == nil || reply!.isError { lostUpstream += count }
+                publishesInFlight -= 1
+                if publishesInFlight == Self.maxPublishesInFlight / 2 { listener.setPaused(false) }
             }
         }
     }
 
     static let maxPerScript = 256
+    /// Publish commands the leader may have unanswered before it stops reading from Postgres:
+    /// Postgres then holds the rest, in order, in its notification queue, and Redis's answers
+    /// (the lease renewal among them) stay prompt — without it an overloaded leader queued
+    /// seconds of publishes ahead of its renewal, lost the lease, and the next leader's messages
+    /// overtook its backlog.
+    static let maxPublishesInFlight = 64
+    private var publishesInFlight = 0
     private static let publish = ByteBuffer(string: "PUBLISH")
     private static let eval = ByteBuffer(string: "EVAL")
     private static let noKeys = ByteBuffer(string: "0")
@@ -183,16 +197,16 @@ final class PostgresBridge {
 
     private func backplaneChanged() {
         guard let backplane else { return }
-        if !backplane.isForwarding, isLeader, let action = lease?.backplaneLost() { apply(action) }
-        if backplane.isForwarding && !wasForwarding { leaseTick() }
-        wasForwarding = backplane.isForwarding
+        if !backplane.isPublisherReady, isLeader, let action = lease?.backplaneLost() { apply(action) }
+        if backplane.isPublisherReady && !wasPublisherReady { leaseTick() }
+        wasPublisherReady = backplane.isPublisherReady
         updateWanted()
     }
 
-    private var wasForwarding = false
+    private var wasPublisherReady = false
 
     private func leaseTick() {
-        guard let backplane, backplane.isForwarding, lease != nil else { return }
+        guard let backplane, backplane.isPublisherReady, lease != nil else { return }
         apply(lease!.tick(now: monotonicNanoseconds()))
     }
 

@@ -36,7 +36,7 @@ final class PostgresListener: @unchecked Sendable {
     private let timeoutSeconds: Double
     private let onEvent: @Sendable (Event) -> Void
     // Shared with the event loop: what it wants, and the stop flag. All else is the thread's.
-    private let control = NIOLockedValueBox((wanted: false, stopping: false))
+    private let control = NIOLockedValueBox((wanted: false, stopping: false, paused: false))
     /// A pipe that interrupts the thread's poll (wanted changed, stop).
     private let wakeFD: Int32
     private let wakeWriteFD: Int32
@@ -116,6 +116,16 @@ final class PostgresListener: @unchecked Sendable {
         if changed { wake() }
     }
 
+    /// Backpressure: while paused the thread reads nothing from Postgres, which keeps the
+    /// notifications in its queue (and in order) until the relay has caught up.
+    func setPaused(_ paused: Bool) {
+        let changed = control.withLockedValue { state -> Bool in
+            defer { state.paused = paused }
+            return state.paused != paused
+        }
+        if changed { wake() }
+    }
+
     /// Closes the connection and ends the thread (waits for it).
     func stop() {
         control.withLockedValue { $0.stopping = true }
@@ -131,6 +141,7 @@ final class PostgresListener: @unchecked Sendable {
 
     private var stopping: Bool { control.withLockedValue { $0.stopping } }
     private var wanted: Bool { control.withLockedValue { $0.wanted && !$0.stopping } }
+    private var paused: Bool { control.withLockedValue { $0.paused } }
 
     // MARK: The thread
 
@@ -167,7 +178,10 @@ final class PostgresListener: @unchecked Sendable {
                 onEvent(.stopped)
                 continue
             }
-            var fds = [pollfd(fd: pq.socket(conn), events: Int16(POLLIN), revents: 0),
+            // Paused: wait on the wake pipe only (the socket's data stays in the kernel and in
+            // Postgres's queue).
+            let readSocket = !paused
+            var fds = [pollfd(fd: readSocket ? pq.socket(conn) : -1, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
             let n = poll(&fds, 2, 1000)
             if n < 0 && errno != EINTR {

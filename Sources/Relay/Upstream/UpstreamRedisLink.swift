@@ -325,6 +325,14 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     /// up and resubscribed), whatever the publisher connection's state.
     var isReceiving: Bool { sub.phase == .ready }
 
+    /// Whether commands can be sent (PUBLISH, the lease), whatever the subscriber's state.
+    var isPublisherReady: Bool { pub.phase == .ready }
+
+    /// Redis answers on at least one of the two connections. When neither does, Redis is down
+    /// for this relay (as opposed to one connection having been cut, e.g. by Redis's own
+    /// output-buffer limit, which reconnects in milliseconds).
+    var isReachable: Bool { sub.phase == .ready || pub.phase == .ready }
+
     // MARK: Timer
 
     private func scheduleTick() {
