@@ -66,7 +66,6 @@ struct RedisReply {
     var isInteger: Bool { type == REDIS_REPLY_INTEGER }
     var isStatus: Bool { type == REDIS_REPLY_STATUS }
     var isString: Bool { type == REDIS_REPLY_STRING }
-    var isNil: Bool { type == REDIS_REPLY_NIL }
     var integer: Int { Int(pointer.pointee.integer) }
     var count: Int { Int(pointer.pointee.elements) }
 
@@ -113,33 +112,38 @@ struct RedisReply {
 }
 
 /// Upstream commands, formatted by hiredis from binary-safe argv (pointer and length per
-/// argument: payloads are never `%s`-formatted).
+/// argument: payloads are never `%s`-formatted). The arguments' own bytes are lent to hiredis —
+/// no gathering copy, and argv lives on the stack: a PUBLISH costs hiredis's one allocation.
 enum RedisCommand {
     static func append(_ args: [ByteBuffer], to out: inout ByteBuffer) {
-        var lengths: [Int] = []
-        lengths.reserveCapacity(args.count)
-        var total = 0
-        for a in args {
-            lengths.append(a.readableBytes)
-            total += a.readableBytes
-        }
-        var scratch = [UInt8]()
-        scratch.reserveCapacity(max(total, 1))
-        for a in args { scratch.append(contentsOf: a.readableBytesView) }
-        scratch.withUnsafeBufferPointer { base in
-            let start = UnsafeRawPointer(base.baseAddress!)
-            var argv: [UnsafePointer<CChar>?] = []
-            argv.reserveCapacity(args.count)
-            var offset = 0
-            for length in lengths {
-                argv.append((start + offset).assumingMemoryBound(to: CChar.self))
-                offset += length
+        withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: args.count) { argv in
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: args.count) { lengths in
+                lend(args, from: 0, argv, lengths) {
+                    var target: UnsafeMutablePointer<CChar>?
+                    let n = redisFormatCommandArgv(&target, Int32(args.count), argv.baseAddress, lengths.baseAddress)
+                    precondition(n > 0 && target != nil, "redisFormatCommandArgv failed (out of memory)")
+                    out.writeBytes(UnsafeRawBufferPointer(start: target, count: Int(n)))
+                    redisFreeCommand(target)
+                }
             }
-            var target: UnsafeMutablePointer<CChar>?
-            let n = redisFormatCommandArgv(&target, Int32(args.count), &argv, lengths)
-            precondition(n > 0 && target != nil, "redisFormatCommandArgv failed (out of memory)")
-            out.writeBytes(UnsafeRawBufferPointer(start: target, count: Int(n)))
-            redisFreeCommand(target)
         }
     }
+
+    /// Borrows each argument's readable bytes in turn (nested, so all stay valid for `body`).
+    private static func lend(_ args: [ByteBuffer], from i: Int, _ argv: UnsafeMutableBufferPointer<UnsafePointer<CChar>?>,
+                             _ lengths: UnsafeMutableBufferPointer<Int>, _ body: () -> Void) {
+        guard i < args.count else { return body() }
+        args[i].withUnsafeReadableBytes { bytes in
+            argv[i] = UnsafePointer(bytes.baseAddress?.assumingMemoryBound(to: CChar.self)) ?? emptyArgument
+            lengths[i] = bytes.count
+            lend(args, from: i + 1, argv, lengths, body)
+        }
+    }
+
+    /// hiredis reads no byte of a zero-length argument, but wants a pointer.
+    nonisolated(unsafe) private static let emptyArgument: UnsafePointer<CChar> = {
+        let p = UnsafeMutablePointer<CChar>.allocate(capacity: 1)
+        p.initialize(to: 0)
+        return UnsafePointer(p)
+    }()
 }

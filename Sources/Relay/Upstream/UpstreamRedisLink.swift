@@ -436,13 +436,12 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private func handlePubSubFrame(_ reply: RedisReply) -> Bool {
         let kind = reply[0]
         if kind.equals("message"), reply.count == 3 {
-            let channel = ByteBuffer(bytes: reply[1].bytes)
-            state.hub.deliverUpstream(channel: channel, payload: reply[2].bytes)
+            state.hub.deliverUpstream(channel: Self.key(reply[1].bytes, reusing: &lastChannel), payload: reply[2].bytes)
             return true
         }
         if kind.equals("pmessage"), reply.count == 4 {
-            let pattern = ByteBuffer(bytes: reply[1].bytes)
-            state.hub.deliverUpstream(pattern: pattern, channel: reply[2].bytes, payload: reply[3].bytes)
+            state.hub.deliverUpstream(pattern: Self.key(reply[1].bytes, reusing: &lastPattern),
+                                      channel: reply[2].bytes, payload: reply[3].bytes)
             return true
         }
         let confirmation: (SubscriptionKind, Bool)
@@ -467,6 +466,19 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         }
         return true
     }
+
+    /// The registry key for a name Redis sent, reusing the previous one when it is the same
+    /// (a busy channel): no allocation per message for the lookup.
+    private static func key(_ bytes: UnsafeRawBufferPointer, reusing last: inout ByteBuffer) -> ByteBuffer {
+        let same = last.readableBytes == bytes.count && (bytes.count == 0 || last.withUnsafeReadableBytes {
+            memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0
+        })
+        if !same { last = ByteBuffer(bytes: bytes) }
+        return last
+    }
+
+    private var lastChannel = ByteBuffer()
+    private var lastPattern = ByteBuffer()
 
     // MARK: Backplane (called by the executor)
 
