@@ -392,56 +392,7 @@ extension Array where Element == String {
 /// libpq's verdict on `DATABASE_URL` (conninfo or URI) without connecting: nil if it parses,
 /// else libpq's message — with the URL's password masked, as libpq quotes the input.
 public func postgresConninfoError(_ conninfo: String) -> String? {
-    guard let message = PostgresListener.validate(conninfo) else { return nil }
-    let redacted = redactedConninfo(conninfo)
-    var out = message
-    if redacted != conninfo {
-        out = out.split(separator: conninfo, omittingEmptySubsequences: false).joined(separator: redacted)
+    PostgresListener.validate(conninfo).map {
+        ConnectionSecrets.masking(ConnectionSecrets.password(in: conninfo, bareCredentialIsPassword: false), in: $0)
     }
-    if let password = passwordIn(conninfo), !password.isEmpty {
-        out = out.split(separator: password, omittingEmptySubsequences: false).joined(separator: "***")
-    }
-    return out
-}
-
-/// `postgresql://user:secret@host/db` → `postgresql://user:***@host/db`; `password=secret` →
-/// `password=***` in a conninfo string.
-func redactedConninfo(_ conninfo: String) -> String {
-    if let password = passwordIn(conninfo), !password.isEmpty {
-        return conninfo.split(separator: password, omittingEmptySubsequences: false).joined(separator: "***")
-    }
-    return conninfo
-}
-
-/// The password written in a URI's authority or as a conninfo `password=` value, as typed.
-private func passwordIn(_ conninfo: String) -> String? {
-    if let scheme = conninfo.firstRange(of: "://") {
-        let rest = conninfo[scheme.upperBound...]
-        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
-        let authority = rest[..<authorityEnd]
-        guard let at = authority.lastIndex(of: "@") else {
-            return queryValue(conninfo, "password")
-        }
-        let credentials = authority[..<at]
-        guard let colon = credentials.firstIndex(of: ":") else { return queryValue(conninfo, "password") }
-        return String(credentials[credentials.index(after: colon)...])
-    }
-    guard let key = conninfo.firstRange(of: "password") else { return nil }
-    var rest = conninfo[key.upperBound...].drop { $0 == " " }
-    guard rest.first == "=" else { return nil }
-    rest = rest.dropFirst().drop { $0 == " " }
-    if rest.first == "'" {
-        let body = rest.dropFirst()
-        return String(body.prefix { $0 != "'" })
-    }
-    return String(rest.prefix { $0 != " " })
-}
-
-private func queryValue(_ uri: String, _ name: String) -> String? {
-    guard let q = uri.firstIndex(of: "?") else { return nil }
-    for item in uri[uri.index(after: q)...].split(separator: "&") {
-        let kv = item.split(separator: "=", maxSplits: 1)
-        if kv.count == 2 && kv[0] == name { return String(kv[1]) }
-    }
-    return nil
 }

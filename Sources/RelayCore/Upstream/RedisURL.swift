@@ -170,19 +170,8 @@ public struct RedisURL: Sendable, Equatable {
         }
     }
 
-    /// The input with anything between `:` and `@` in the authority masked, so that an error
-    /// message never prints a password.
+    /// The input with its password masked, so that an error message never prints it.
     static func redactedInput(_ text: String) -> String {
-        let chars = Array(text)
-        guard let at = chars.lastIndex(of: "@") else { return text }
-        var start = 0
-        for i in 0..<max(0, chars.count - 2) where chars[i] == ":" && chars[i + 1] == "/" && chars[i + 2] == "/" {
-            start = i + 3
-            break
-        }
-        guard start <= at else { return text }
-        let authority = chars[start..<at]
-        let maskFrom = authority.firstIndex(of: ":").map { $0 + 1 } ?? start
-        return String(chars[..<maskFrom]) + "***" + String(chars[at...])
+        ConnectionSecrets.masking(ConnectionSecrets.password(in: text, bareCredentialIsPassword: true), in: text)
     }
 }
