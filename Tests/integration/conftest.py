@@ -70,11 +70,11 @@ def wait_accepting(path: str, proc: subprocess.Popen | None, timeout: float = 10
     raise RuntimeError("%s not accepting after %.0fs (%s)" % (path, timeout, last))
 
 
-def stop_pid(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
-    """SIGTERM by PID, wait, then SIGKILL by PID. Returns the exit code."""
+def stop_pid(proc: subprocess.Popen, timeout: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
+    """`sig` (SIGTERM) by PID, wait, then SIGKILL by PID. Returns the exit code."""
     if proc.poll() is None:
         try:
-            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, sig)
         except ProcessLookupError:
             pass
         try:

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import short_tmpdir
+from conftest import short_tmpdir, stop_pid
 
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PG_PORT = 5432          # only names the socket file; the directory is private
@@ -108,19 +108,7 @@ class PostgresServer:
         return self.psycopg.connect(self.conninfo(dbname), autocommit=True)
 
     def stop(self):
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(5)
+        stop_pid(self.proc, timeout=10, sig=signal.SIGINT)
         self.log.close()
 
 
@@ -242,19 +230,8 @@ class RestartablePostgres(PostgresServer):
 
     def stop(self, sig: int = signal.SIGINT):
         """Stops the server by its PID (SIGINT: fast shutdown; SIGQUIT: immediate shutdown, a crash as far as clients can tell), keeps the data."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_pid(self.proc, timeout=10, sig=sig)
         if self.log is not None:
             self.log.close()
             self.log = None

@@ -409,6 +409,39 @@ def can_restrict_proc() -> bool:
     return r.returncode == 0
 
 
+def seccomp_argv(systemd_analyze: str, d: str, program: list[str]) -> list[str]:
+    """`program` under seccomp_exec.py with the unit's system call allow list and address families."""
+    allowed_file = os.path.join(d, "syscalls")
+    Path(allowed_file).write_text("\n".join(sorted(unit_syscall_allow_list(systemd_analyze))) + "\n")
+    return [sys.executable, str(Path(__file__).with_name("seccomp_exec.py")), allowed_file,
+            ",".join(unit_address_families()), "--"] + program
+
+
+def start_sandboxed(argv: list[str], env: dict, d: str, sock_path: str):
+    """Starts the sandboxed relay and waits until it serves with its seccomp filter on (skips where
+    the filter cannot be installed). Returns the process and a reader of its stderr."""
+    stderr_path = os.path.join(d, "stderr")
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, cwd=d)
+
+    def stderr() -> str:
+        return Path(stderr_path).read_text(errors="replace")
+
+    try:
+        wait_accepting(sock_path, proc, timeout=30)
+    except RuntimeError as e:
+        if proc.poll() == 97:
+            pytest.skip("cannot install the seccomp filter here: %s" % stderr().strip())
+        stop_pid(proc)
+        raise AssertionError("%s\nstderr:\n%s" % (e, stderr()))
+    status = Path("/proc/%d/status" % proc.pid).read_text()
+    if not re.search(r"^Seccomp:\s+2$", status, re.M):
+        stop_pid(proc)
+        raise AssertionError("no seccomp filter on the relay:\n" + status)
+    return proc, stderr, status
+
+
 def test_relay_works_inside_the_units_sandbox(systemd_analyze, relay_binary):
     """The relay under a seccomp filter equivalent to the unit's SystemCallFilter=,
     SystemCallErrorNumber=, SystemCallArchitectures=, RestrictAddressFamilies=,
@@ -428,14 +461,10 @@ def test_relay_works_inside_the_units_sandbox(systemd_analyze, relay_binary):
     env_file = os.path.join(d, "relay.env")
     shutil.copyfile(ENV_FILE, env_file)
     os.chmod(env_file, 0o644)
-    allowed_file = os.path.join(d, "syscalls")
-    Path(allowed_file).write_text("\n".join(sorted(unit_syscall_allow_list(systemd_analyze))) + "\n")
-    families = unit_address_families()
     notify = NotifySocket(os.path.join(d, "notify"))
     port = free_tcp_port()
 
-    argv = [sys.executable, str(Path(__file__).with_name("seccomp_exec.py")), allowed_file,
-            ",".join(families), "--", relay_binary, "--env-file", env_file]
+    argv = seccomp_argv(systemd_analyze, d, [relay_binary, "--env-file", env_file])
     drop = can_restrict_proc()
     if drop:
         import pwd
@@ -458,23 +487,12 @@ def test_relay_works_inside_the_units_sandbox(systemd_analyze, relay_binary):
         "NOTIFY_SOCKET": notify.path,
         "WATCHDOG_USEC": "1000000",
     })
-    stderr_path = os.path.join(d, "stderr")
-    with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, cwd=d)
-
-    def stderr() -> str:
-        return Path(stderr_path).read_text(errors="replace")
-
     try:
-        try:
-            wait_accepting(sock_path, proc, timeout=30)
-        except RuntimeError as e:
-            if proc.poll() == 97:
-                pytest.skip("cannot install the seccomp filter here: %s" % stderr().strip())
-            raise AssertionError("%s\nstderr:\n%s" % (e, stderr()))
-        status = Path("/proc/%d/status" % proc.pid).read_text()
-        assert re.search(r"^Seccomp:\s+2$", status, re.M), "no seccomp filter on the relay:\n" + status
+        proc, stderr, status = start_sandboxed(argv, env, d, sock_path)
+    except BaseException:
+        notify.close()
+        raise
+    try:
         assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
         if drop:
             assert re.search(r"^Uid:\s+%d\s" % uid, status, re.M)
@@ -655,10 +673,7 @@ def test_backplane_and_bridge_work_inside_the_units_sandbox(systemd_analyze, rel
         pytest.skip("the seccomp emulation is x86_64 only")
     d = short_tmpdir("rit-sdup-")
     sock_path = os.path.join(d, "relay.sock")
-    allowed_file = os.path.join(d, "syscalls")
-    Path(allowed_file).write_text("\n".join(sorted(unit_syscall_allow_list(systemd_analyze))) + "\n")
-    argv = [sys.executable, str(Path(__file__).with_name("seccomp_exec.py")), allowed_file,
-            ",".join(unit_address_families()), "--", relay_binary]
+    argv = seccomp_argv(systemd_analyze, d, [relay_binary])
     env = relay_env(sock_path, {
         "RELAY_METRICS_ADDR": "",
         "REDIS_URL": "unix://" + redis_server.socket,
@@ -667,28 +682,13 @@ def test_backplane_and_bridge_work_inside_the_units_sandbox(systemd_analyze, rel
         "RELAY_PG_PREFIX": "pg:",
         "RELAY_LEADER_TTL": "1s",
     })
-    stderr_path = os.path.join(d, "stderr")
-    with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, cwd=d)
-
-    def stderr() -> str:
-        return Path(stderr_path).read_text(errors="replace")
-
     def info() -> dict:
         from conftest import relay_info
         return relay_info(sock_path)
 
     import redis as redis_py
+    proc, stderr, _ = start_sandboxed(argv, env, d, sock_path)
     try:
-        try:
-            wait_accepting(sock_path, proc, timeout=30)
-        except RuntimeError as e:
-            if proc.poll() == 97:
-                pytest.skip("cannot install the seccomp filter here: %s" % stderr().strip())
-            raise AssertionError("%s\nstderr:\n%s" % (e, stderr()))
-        status = Path("/proc/%d/status" % proc.pid).read_text()
-        assert re.search(r"^Seccomp:\s+2$", status, re.M), "no seccomp filter on the relay:\n" + status
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             i = info()
