@@ -64,9 +64,14 @@ private final class FanoutShared: @unchecked Sendable {
     var publisherError: String? = nil
 }
 
+nonisolated(unsafe) private var fanoutRuns = 0
+
 func runFanout(server: Server, options o: FanoutOptions) throws -> FanoutResult {
     let n = o.subscribers
-    let channel = "bench:fanout:\(n)"
+    // A channel per run: a relay of the backplane fleet may still hold the previous run's
+    // channel upstream for a moment after its subscribers left, and Redis would count it.
+    fanoutRuns += 1
+    let channel = "bench:fanout:\(n):\(fanoutRuns)"
     let pattern = "bench:fanout:*"
     let payloadLength = o.payloadLength
     let header = o.pattern

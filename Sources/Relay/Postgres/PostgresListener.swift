@@ -89,7 +89,7 @@ final class PostgresListener: @unchecked Sendable {
         guard let options = pq.conninfoParse(conninfo, &message) else {
             defer { if let message { pq.freemem(message) } }
             let text = message.map { String(cString: $0) } ?? "out of memory"
-            return text.trimmingTrailingNewlines()
+            return text.asOneLine()
         }
         pq.conninfoFree(options)
         return nil
@@ -283,7 +283,7 @@ final class PostgresListener: @unchecked Sendable {
             }
             guard let result = pq.getResult(conn) else { break }
             if pq.resultStatus(result) != PGRES_COMMAND_OK && failure == nil {
-                failure = pq.resultErrorMessage(result).map { String(cString: $0).trimmingTrailingNewlines() } ?? "LISTEN failed"
+                failure = pq.resultErrorMessage(result).map { String(cString: $0).asOneLine() } ?? "LISTEN failed"
             }
             pq.clear(result)
         }
@@ -339,7 +339,7 @@ final class PostgresListener: @unchecked Sendable {
     }
 
     private func errorMessage(_ conn: OpaquePointer) -> String {
-        pq.errorMessage(conn).map { String(cString: $0).trimmingTrailingNewlines() } ?? "unknown libpq error"
+        pq.errorMessage(conn).map { String(cString: $0).asOneLine() } ?? "unknown libpq error"
     }
 }
 
@@ -350,32 +350,14 @@ func monotonicNanoseconds() -> UInt64 {
 }
 
 extension String {
-    func trimmingTrailingNewlines() -> String {
-        var s = Substring(self)
-        while let last = s.last, last == "\n" || last == " " { s = s.dropLast() }
-        return String(s).replacingNewlines()
-    }
-
-    /// libpq messages may span lines (multi-host attempts); a log line must not.
-    private func replacingNewlines() -> String {
-        String(filter { $0 != "\t" }.map { $0 == "\n" ? ";" : $0 }).replacingDoubleSpaces()
-    }
-}
-
-private extension String {
-    func replacingDoubleSpaces() -> String {
-        var out = ""
-        for c in self where !(c == " " && out.last == " ") { out.append(c) }
-        return out.replacingSemicolonSpacing()
-    }
-
-    func replacingSemicolonSpacing() -> String {
-        var out = ""
-        for c in self {
-            if out.last == ";" && c != " " { out.append(" ") }
-            out.append(c)
-        }
-        return out
+    /// libpq's messages span lines ("…\n\tThis probably means…", one line per host tried); a log
+    /// line must not. Lines are trimmed and joined with "; ".
+    func asOneLine() -> String {
+        split(whereSeparator: \.isNewline)
+            .map { $0.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed() }
+            .filter { !$0.isEmpty }
+            .map { String($0) }
+            .joined(separator: "; ")
     }
 }
 

@@ -4,23 +4,35 @@ import NIOCore
 public enum PubSubFrames {
     /// `message channel payload` (`*3` in RESP2, `>3` in RESP3).
     public static func message(channel: ByteBuffer, payload: ByteBuffer, _ version: RESPVersion) -> ByteBuffer {
-        var frame = ByteBufferAllocator().buffer(capacity: 32 + channel.readableBytes + payload.readableBytes)
+        message(channel: channel.readableBytesView, payload: payload.readableBytesView, version)
+    }
+
+    /// The same from any bytes (a reply hiredis parsed from the backplane).
+    @inlinable
+    public static func message<C: Collection, P: Collection>(channel: C, payload: P, _ version: RESPVersion) -> ByteBuffer
+    where C.Element == UInt8, P.Element == UInt8 {
+        var frame = ByteBufferAllocator().buffer(capacity: 32 + channel.count + payload.count)
         frame.writeRESPPushHeader(3, version)
         frame.writeStaticString("$7\r\nmessage\r\n")
-        frame.writeRESPBulk(channel)
-        frame.writeRESPBulk(payload)
+        frame.writeRESPBulk(bytes: channel)
+        frame.writeRESPBulk(bytes: payload)
         return frame
     }
 
     /// `pmessage pattern channel payload` (`*4` in RESP2, `>4` in RESP3).
     public static func pmessage(pattern: ByteBuffer, channel: ByteBuffer, payload: ByteBuffer, _ version: RESPVersion) -> ByteBuffer {
-        var frame = ByteBufferAllocator().buffer(
-            capacity: 48 + pattern.readableBytes + channel.readableBytes + payload.readableBytes)
+        pmessage(pattern: pattern, channel: channel.readableBytesView, payload: payload.readableBytesView, version)
+    }
+
+    @inlinable
+    public static func pmessage<C: Collection, P: Collection>(pattern: ByteBuffer, channel: C, payload: P, _ version: RESPVersion) -> ByteBuffer
+    where C.Element == UInt8, P.Element == UInt8 {
+        var frame = ByteBufferAllocator().buffer(capacity: 48 + pattern.readableBytes + channel.count + payload.count)
         frame.writeRESPPushHeader(4, version)
         frame.writeStaticString("$8\r\npmessage\r\n")
         frame.writeRESPBulk(pattern)
-        frame.writeRESPBulk(channel)
-        frame.writeRESPBulk(payload)
+        frame.writeRESPBulk(bytes: channel)
+        frame.writeRESPBulk(bytes: payload)
         return frame
     }
 

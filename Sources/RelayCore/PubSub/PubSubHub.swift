@@ -47,14 +47,7 @@ public final class PubSubHub<Subscriber: MessageSink> {
     public func deliverUpstream(channel: ByteBuffer, payload: UnsafeRawBufferPointer) -> Int {
         stats.messagesFromRedis += 1
         guard let entry = registry.entry(forChannel: channel) else { return 0 }
-        let n = Self.fanOut(entry.subscribers) { version in
-            var frame = ByteBufferAllocator().buffer(capacity: 32 + channel.readableBytes + payload.count)
-            frame.writeRESPPushHeader(3, version)
-            frame.writeStaticString("$7\r\nmessage\r\n")
-            frame.writeRESPBulk(channel)
-            frame.writeRESPBulk(bytes: payload)
-            return frame
-        }
+        let n = Self.fanOut(entry.subscribers) { PubSubFrames.message(channel: channel.readableBytesView, payload: payload, $0) }
         stats.deliveries += n
         return n
     }
@@ -64,14 +57,8 @@ public final class PubSubHub<Subscriber: MessageSink> {
     public func deliverUpstream(pattern: ByteBuffer, channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Int {
         stats.messagesFromRedis += 1
         guard let entry = registry.patterns[pattern] else { return 0 }
-        let n = Self.fanOut(entry.subscribers) { version in
-            var frame = ByteBufferAllocator().buffer(capacity: 48 + pattern.readableBytes + channel.count + payload.count)
-            frame.writeRESPPushHeader(4, version)
-            frame.writeStaticString("$8\r\npmessage\r\n")
-            frame.writeRESPBulk(entry.name)
-            frame.writeRESPBulk(bytes: channel)
-            frame.writeRESPBulk(bytes: payload)
-            return frame
+        let n = Self.fanOut(entry.subscribers) {
+            PubSubFrames.pmessage(pattern: entry.name, channel: channel, payload: payload, $0)
         }
         stats.deliveries += n
         return n
