@@ -92,7 +92,6 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private(set) var isForwarding = false
     /// Since when the relay is degraded; nil while forwarding.
     private(set) var degradedSince: NIODeadline? = .now()
-    private var degradedSinceWall = RedisLinkStatus.wallClockMilliseconds()
     private var hasBeenUp = false
     private(set) var reconnects = 0
     private(set) var gaps = 0
@@ -313,7 +312,6 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             degradedSince = nil
         } else {
             degradedSince = .now()
-            degradedSinceWall = RedisLinkStatus.wallClockMilliseconds()
             if hasBeenUp {
                 logger.error("redis backplane lost: degraded mode, local publishes reach local subscribers only",
                              metadata: ["reason": "\(lastError)"])
@@ -487,7 +485,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             fleetChanged(name, client: isForwarding ? client : nil)
         }
         guard sub.phase == .syncing || sub.phase == .ready else { return }
-        let name = Self.compactCopy(name)
+        let name = name.compacted()
         if first { queueSubscription(kind, name, subscribe: true) }
         if isForwarding, ledger.isPending(kind, name) {
             _ = ledger.wait(for: kind, name, (client, client.reserveReplySlot()))
@@ -497,7 +495,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool) {
         if kind == .channel { fleetChanged(name, client: nil) }
         guard last, sub.phase == .syncing || sub.phase == .ready else { return }
-        queueSubscription(kind, Self.compactCopy(name), subscribe: false)
+        queueSubscription(kind, name.compacted(), subscribe: false)
     }
 
     func publish(channel: ByteBuffer, payload: ByteBuffer, from client: ClientConnection) {
@@ -572,7 +570,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     /// forwarding, the subscribing client's confirmation also waits for that write, so that a
     /// NUMSUB asked after the confirmation (anywhere in the fleet) counts it.
     private func fleetChanged(_ channel: ByteBuffer, client: ClientConnection?) {
-        fleet.changed(Self.compactCopy(channel))
+        fleet.changed(channel.compacted())
         guard pub.phase == .ready else { return }
         if let client, fleetWaiters.last?.client !== client {
             fleetWaiters.append((client, client.reserveReplySlot()))
@@ -616,7 +614,9 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             subscriber: sub.phase.rawValue, publisher: pub.phase.rawValue,
             forwarding: isForwarding,
             degradedSeconds: degradedSince.map { Double((NIODeadline.now() - $0).nanoseconds) / 1e9 },
-            degradedSinceUnixMilliseconds: degradedSince == nil ? nil : degradedSinceWall,
+            degradedSinceUnixMilliseconds: degradedSince.map {
+                RedisLinkStatus.wallClockMilliseconds() - Int((NIODeadline.now() - $0).nanoseconds / 1_000_000)
+            },
             reconnects: reconnects, gaps: gaps, gapSecondsTotal: gapSecondsTotal, lastError: lastError,
             upstreamChannels: registry.channelCount, upstreamPatterns: registry.patternCount,
             pendingConfirmations: ledger.count, unconfirmedPublishes: unconfirmedPublishes)
@@ -630,11 +630,6 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         ByteBuffer(string: s)
     }
 
-    private static func compactCopy(_ b: ByteBuffer) -> ByteBuffer {
-        var copy = ByteBufferAllocator().buffer(capacity: b.readableBytes)
-        copy.writeImmutableBuffer(b)
-        return copy
-    }
 
     private static func now() -> UInt64 {
         NIODeadline.now().uptimeNanoseconds

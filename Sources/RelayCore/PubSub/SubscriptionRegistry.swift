@@ -69,7 +69,7 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
     public func subscribe(_ s: Subscriber, channel: ByteBuffer) -> Change {
         let key = ObjectIdentifier(s)
         if holdings[key]?.channels.contains(channel) == true { return .unchanged }
-        let name = Self.compactCopy(channel)
+        let name = channel.compacted()
         holdings[key, default: Holdings()].channels.append(name)
         if let entry = channels[name] {
             entry.add(s)
@@ -91,7 +91,7 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
     public func psubscribe(_ s: Subscriber, pattern: ByteBuffer) -> Change {
         let key = ObjectIdentifier(s)
         if holdings[key]?.patterns.contains(pattern) == true { return .unchanged }
-        let name = Self.compactCopy(pattern)
+        let name = pattern.compacted()
         holdings[key, default: Holdings()].patterns.append(name)
         if let entry = patterns[name] {
             entry.add(s)
@@ -214,11 +214,5 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
         if let h = holdings[key], h.channels.isEmpty, h.patterns.isEmpty {
             holdings[key] = nil
         }
-    }
-
-    private static func compactCopy(_ b: ByteBuffer) -> ByteBuffer {
-        var copy = ByteBufferAllocator().buffer(capacity: b.readableBytes)
-        copy.writeImmutableBuffer(b)
-        return copy
     }
 }

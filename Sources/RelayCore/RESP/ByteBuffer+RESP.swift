@@ -119,3 +119,13 @@ extension ByteBuffer {
         writeCRLF()
     }
 }
+
+extension ByteBuffer {
+    /// A copy holding only the readable bytes, for a key kept beyond the request: a slice of a
+    /// read buffer would keep the whole buffer alive.
+    public func compacted() -> ByteBuffer {
+        var copy = ByteBufferAllocator().buffer(capacity: readableBytes)
+        copy.writeImmutableBuffer(self)
+        return copy
+    }
+}
