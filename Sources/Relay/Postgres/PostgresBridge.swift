@@ -19,7 +19,8 @@ final class PostgresBridge {
     private unowned let state: RelayState
     private unowned let backplane: UpstreamRedisLink?
     private var lease: LeaderLease?
-    private let prefix: [UInt8]
+    /// `${RELAY_PG_PREFIX}<channel>` for each configured channel, by the listener's index.
+    private let relayChannels: [ByteBuffer]
     private var logger: Logger { state.logger }
 
     private(set) var listening = false
@@ -37,7 +38,7 @@ final class PostgresBridge {
     init(config: RelayConfig, conninfo: String, state: RelayState, backplane: UpstreamRedisLink?, eventLoop: EventLoop) {
         self.state = state
         self.backplane = backplane
-        self.prefix = Array(config.pgPrefix.utf8)
+        self.relayChannels = config.pgChannels.map { ByteBuffer(string: config.pgPrefix + $0) }
         if let backplane {
             lease = LeaderLease(namespace: config.namespace, holder: backplane.relayID, ttlMilliseconds: config.leaderTTLMilliseconds)
         }
@@ -136,12 +137,10 @@ final class PostgresBridge {
             return
         }
         for n in batch {
-            let channel = ByteBuffer(bytes: prefix + n.channel)
-            let payload = ByteBuffer(bytes: n.payload)
             if backplane == nil || !backplane!.isReachable {
                 deliveredLocally += 1
                 state.stats.messagesFromPostgres += 1
-                state.hub.publish(channel: channel, payload: payload)
+                state.hub.publish(channel: relayChannels[n.channel], payload: n.payload)
             } else {
                 droppedAsStandby += 1
             }
@@ -164,8 +163,8 @@ final class PostgresBridge {
                 command.reserveCapacity(3 + 2 * chunk.count)
             }
             for n in chunk {
-                command.append(ByteBuffer(bytes: prefix + n.channel))
-                command.append(ByteBuffer(bytes: n.payload))
+                command.append(relayChannels[n.channel])
+                command.append(n.payload)
             }
             publishedUpstream += chunk.count
             let count = chunk.count

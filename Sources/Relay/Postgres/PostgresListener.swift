@@ -3,6 +3,7 @@ import CLibpq
 import Glibc
 #endif
 import NIOConcurrencyHelpers
+import NIOCore
 import RelayCore
 
 /// One libpq connection that LISTENs on the configured channels — one per relay, never one per
@@ -13,9 +14,11 @@ import RelayCore
 /// The connection exists only while listening is wanted: a standby holds none, and stepping down
 /// closes it, so a standby can never deliver a notification.
 final class PostgresListener: @unchecked Sendable {
+    /// One NOTIFY: its channel as an index into the configured channels (whose relay names the
+    /// bridge builds once), its payload in the buffer it is delivered from.
     struct Notification: Sendable {
-        let channel: [UInt8]
-        let payload: [UInt8]
+        let channel: Int
+        let payload: ByteBuffer
     }
 
     enum Event: Sendable {
@@ -33,6 +36,7 @@ final class PostgresListener: @unchecked Sendable {
     private let conninfo: String
     private let pq: Libpq
     private let channels: [String]
+    private let channelBytes: [[UInt8]]
     private let timeoutSeconds: Double
     private let onEvent: @Sendable (Event) -> Void
     // Shared with the event loop: what it wants, and the stop flag. All else is the thread's.
@@ -48,6 +52,7 @@ final class PostgresListener: @unchecked Sendable {
         self.pq = pq
         self.conninfo = conninfo
         self.channels = channels
+        self.channelBytes = channels.map { Array($0.utf8) }
         self.timeoutSeconds = timeoutSeconds
         self.onEvent = onEvent
         var fds: [Int32] = [-1, -1]
@@ -305,9 +310,12 @@ final class PostgresListener: @unchecked Sendable {
         var batch: [Notification] = []
         while let notify = pq.notifies(conn) {
             let n = notify.pointee
-            let channel = Array(UnsafeRawBufferPointer(start: n.relname, count: strlen(n.relname)))
-            let payload = n.extra.map { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) } ?? []
-            batch.append(Notification(channel: channel, payload: payload))
+            let name = UnsafeRawBufferPointer(start: n.relname, count: n.relname.map { strlen($0) } ?? 0)
+            // Only the channels LISTENed on can arrive; their names come back exactly (quoted).
+            if let channel = channelBytes.firstIndex(where: { $0.elementsEqual(name) }) {
+                let payload = n.extra.map { ByteBuffer(bytes: UnsafeRawBufferPointer(start: $0, count: strlen($0))) } ?? ByteBuffer()
+                batch.append(Notification(channel: channel, payload: payload))
+            }
             pq.freemem(notify)
         }
         return batch
