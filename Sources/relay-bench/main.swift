@@ -247,7 +247,7 @@ struct RelayBench: ParsableCommand {
                 }
             }
             for server in servers {
-                let chosen = medianOutcome(runs[server.name] ?? [])
+                let chosen = medianOutcome(runs[server.name] ?? [], byLatency: scenario == .pg_latency)
                 outcomes[scenario]![server.name] = chosen
                 validByServer[server.name] = (validByServer[server.name] ?? true) && chosen.valid
             }
@@ -542,9 +542,10 @@ struct RelayBench: ParsableCommand {
     }
 }
 
-/// The median run (by deliveries/s, or by p99 latency); any failure wins, and losses/errors of
-/// all runs are added to the chosen one so that a loss in any run invalidates the result.
-func medianOutcome(_ runs: [Outcome]) -> Outcome {
+/// The median run (by deliveries/s, by p99 for latency runs; for pg runs by notifications/s, or
+/// by p99 when `byLatency`); any failure wins, and losses/errors of all runs are added to the
+/// chosen one so that a loss in any run invalidates the result.
+func medianOutcome(_ runs: [Outcome], byLatency: Bool = false) -> Outcome {
     guard !runs.isEmpty else { return .skipped("not run") }
     if runs.count == 1 { return runs[0] }
     if let failed = runs.first(where: { if case .failed = $0 { return true } else { return false } }) { return failed }
@@ -570,6 +571,14 @@ func medianOutcome(_ runs: [Outcome]) -> Outcome {
         m.replyErrors = lat.map(\.replyErrors).reduce(0, +)
         if lat.contains(where: { $0.samples == 0 }) { m.samples = 0 }
         return .latency(m)
+    }
+    let pg = runs.compactMap { if case .pg(let x) = $0 { return x } else { return nil } }
+    if pg.count == runs.count {
+        var m = pg.sorted { byLatency ? $0.p99 < $1.p99 : $0.notificationsPerSecond < $1.notificationsPerSecond }[(pg.count - 1) / 2]
+        m.lost = pg.map(\.lost).reduce(0, +)
+        m.orderErrors = pg.map(\.orderErrors).reduce(0, +)
+        m.duplicates = pg.map(\.duplicates).reduce(0, +)
+        return .pg(m)
     }
     return runs[runs.count / 2]
 }
