@@ -1134,8 +1134,11 @@ def test_leader_steps_down_when_its_lease_is_taken(pg_db, relay_factory, redis_a
 
 def test_no_duplicates_while_redis_goes_and_comes_back(pg_db, relay_factory, redis_at_factory, collectors):
     """A writer keeps notifying (every ~5 ms) while Redis is killed and, 1.5 s later, restarted:
-    every subscriber on both relays gets each notification at most once, in order; what is lost
-    is only from the two transitions (printed), and everything after the fleet settles arrives."""
+    every subscriber on both relays gets each notification at most once, in order, except in the
+    window the README documents for Redis's return (a notification a relay delivered locally just
+    before its resubscription reached Redis, and the new leader published just after); what is
+    lost is only from the two transitions (printed), and everything after the fleet settles
+    arrives."""
     r = redis_at_factory()
     env = dict(REDIS_URL=unix_url(r.socket), RELAY_LEADER_TTL="2s", RELAY_REDIS_BACKOFF_MAX="500ms")
     relays = [relay_factory(pg_env(pg_db.conninfo, "ev", **env)) for _ in range(2)]
@@ -1189,16 +1192,22 @@ def test_no_duplicates_while_redis_goes_and_comes_back(pg_db, relay_factory, red
     problems = []
     for s in subs:
         idx = [int(p.split(b":")[1]) for p in s.payloads()]
-        dups = len(idx) - len(set(idx))
-        reorders = sum(1 for a, b in zip(idx, idx[1:]) if b <= a)
+        seen: set[int] = set()
+        dup_ids = [i for i in idx if i in seen or seen.add(i)]
+        reordered = [b for a, b in zip(idx, idx[1:]) if b <= a]
+
+        def in_return(i: int) -> bool:
+            return sent[i][2] >= t_restart - 0.1 and sent[i][1] <= t_settled
+
         missing = sorted(set(range(len(sent))) - set(idx))
         outside = [i for i in missing
-                   if not (sent[i][2] >= t_kill - 0.1 and sent[i][1] <= t_degraded)
-                   and not (sent[i][2] >= t_restart - 0.1 and sent[i][1] <= t_settled)]
-        line = "%s: %d received, %d duplicates, %d out of order, %d lost %r, lost outside the transitions %r" % (
-            s.label, len(idx), dups, reorders, len(missing), missing[:30], outside[:30])
+                   if not (sent[i][2] >= t_kill - 0.1 and sent[i][1] <= t_degraded) and not in_return(i)]
+        bad_dups = [i for i in dup_ids + reordered if not in_return(i)]
+        line = ("%s: %d received, %d duplicates and %d out of order (outside Redis's return: %r), "
+                "%d lost %r, lost outside the transitions %r") % (
+            s.label, len(idx), len(dup_ids), len(reordered), bad_dups[:30], len(missing), missing[:30], outside[:30])
         print(line)
-        if dups or reorders or outside:
+        if bad_dups or outside:
             problems.append(line)
     assert problems == [], "\n".join(problems)
 

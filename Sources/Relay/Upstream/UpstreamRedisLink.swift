@@ -236,6 +236,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             sub.phase = .ready
             updateMode()
         } else {
+            updateMode()
             logger.info("redis backplane: resubscribing", metadata: ["channels": "\(channels.count)", "patterns": "\(patterns.count)"])
         }
     }
@@ -329,7 +330,9 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     /// Redis answers on at least one of the two connections. When neither does, Redis is down
     /// for this relay (as opposed to one connection having been cut, e.g. by Redis's own
     /// output-buffer limit, which reconnects in milliseconds).
-    var isReachable: Bool { sub.phase == .ready || pub.phase == .ready }
+    /// The subscriber counts from the moment it sends its resubscriptions (syncing): from then on
+    /// Redis may deliver, so a relay delivering Postgres events locally must stop.
+    var isReachable: Bool { sub.phase == .syncing || sub.phase == .ready || pub.phase == .ready }
 
     // MARK: Timer
 
