@@ -111,39 +111,14 @@ struct RedisReply {
     }
 }
 
-/// Upstream commands, formatted by hiredis from binary-safe argv (pointer and length per
-/// argument: payloads are never `%s`-formatted). The arguments' own bytes are lent to hiredis —
-/// no gathering copy, and argv lives on the stack: a PUBLISH costs hiredis's one allocation.
+/// Upstream commands as RESP multibulk, written with the project's own encoder: one pass over
+/// the arguments (no recursion, no per-argument allocation), binary-safe, whatever their number.
 enum RedisCommand {
     static func append(_ args: [ByteBuffer], to out: inout ByteBuffer) {
-        withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: args.count) { argv in
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: args.count) { lengths in
-                lend(args, from: 0, argv, lengths) {
-                    var target: UnsafeMutablePointer<CChar>?
-                    let n = redisFormatCommandArgv(&target, Int32(args.count), argv.baseAddress, lengths.baseAddress)
-                    precondition(n > 0 && target != nil, "redisFormatCommandArgv failed (out of memory)")
-                    out.writeBytes(UnsafeRawBufferPointer(start: target, count: Int(n)))
-                    redisFreeCommand(target)
-                }
-            }
-        }
+        var size = 16
+        for arg in args { size += arg.readableBytes + 24 }
+        out.reserveCapacity(minimumWritableBytes: size)
+        out.writeRESPArrayHeader(args.count)
+        for arg in args { out.writeRESPBulk(arg) }
     }
-
-    /// Borrows each argument's readable bytes in turn (nested, so all stay valid for `body`).
-    private static func lend(_ args: [ByteBuffer], from i: Int, _ argv: UnsafeMutableBufferPointer<UnsafePointer<CChar>?>,
-                             _ lengths: UnsafeMutableBufferPointer<Int>, _ body: () -> Void) {
-        guard i < args.count else { return body() }
-        args[i].withUnsafeReadableBytes { bytes in
-            argv[i] = UnsafePointer(bytes.baseAddress?.assumingMemoryBound(to: CChar.self)) ?? emptyArgument
-            lengths[i] = bytes.count
-            lend(args, from: i + 1, argv, lengths, body)
-        }
-    }
-
-    /// hiredis reads no byte of a zero-length argument, but wants a pointer.
-    nonisolated(unsafe) private static let emptyArgument: UnsafePointer<CChar> = {
-        let p = UnsafeMutablePointer<CChar>.allocate(capacity: 1)
-        p.initialize(to: 0)
-        return UnsafePointer(p)
-    }()
 }

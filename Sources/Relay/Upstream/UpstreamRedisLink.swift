@@ -42,6 +42,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         case ping
         case publish(Waiter)
         case query(Waiter, PubSubQuery)
+        /// One of the EVALs of a fleet-wide NUMSUB; the last one answers the client.
+        case numsubPart(NumsubAnswer)
         /// Fleet-count writes: an error is logged, nothing waits.
         case bookkeeping
         /// The last write of a fleet-count batch: releases the clients whose confirmation waited.
@@ -285,6 +287,9 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             var reply = ByteBuffer()
             state.executor.writeLocalAnswer(query, w.client.respVersion, into: &reply)
             fill(w, reply)
+        case .numsubPart(let answer):
+            answer.fail()
+            if let w = answer.takeWaiterIfComplete() { fill(w, answer.reply(w.client.respVersion, executor: state.executor)) }
         case .fleetAck(let waiters):
             release(waiters)
         case .callback(let completion):
@@ -409,6 +414,15 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 reply.write(asRESP: w.client.respVersion, into: &out)
             }
             fill(w, out)
+        case .numsubPart(let answer):
+            if reply.isError {
+                logger.warning("redis: fleet-wide PUBSUB query failed; answering from this relay's own subscribers",
+                               metadata: ["error": "\(reply.text)"])
+                answer.fail()
+            } else {
+                answer.add(reply)
+            }
+            if let w = answer.takeWaiterIfComplete() { fill(w, answer.reply(w.client.respVersion, executor: state.executor)) }
         case .bookkeeping:
             logBookkeepingError(link, reply)
         case .fleetAck(let waiters):
@@ -509,7 +523,11 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         guard isForwarding else { return false }
         let command: [ByteBuffer]
         switch query {
-        case .numsub(let channels): command = fleet.numsubCommand(channels)
+        case .numsub(let channels):
+            let commands = fleet.numsubCommands(channels)
+            let answer = NumsubAnswer((client, client.reserveReplySlot()), query, parts: commands.count)
+            for command in commands { send(pub, command, .numsubPart(answer)) }
+            return true
         case .channels(let pattern): command = [Self.arg("PUBSUB"), Self.arg("CHANNELS")] + (pattern.map { [$0] } ?? [])
         case .numpat: command = [Self.arg("PUBSUB"), Self.arg("NUMPAT")]
         }
@@ -674,6 +692,61 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
 
 @available(*, unavailable)
 extension UpstreamRedisLink: Sendable {}
+
+/// A fleet-wide NUMSUB answered by several EVALs: their answers are gathered in order; if any
+/// fails (an error reply, the connection dropped), the client gets this relay's own count.
+final class NumsubAnswer {
+    typealias Waiter = UpstreamRedisLink.Waiter
+    private var waiter: Waiter?
+    private let query: PubSubQuery
+    private var remaining: Int
+    private var failed = false
+    private var elements = 0
+    private var body = ByteBuffer()
+
+    init(_ waiter: Waiter, _ query: PubSubQuery, parts: Int) {
+        self.waiter = waiter
+        self.query = query
+        self.remaining = parts
+    }
+
+    func add(_ reply: RedisReply) {
+        remaining -= 1
+        guard !failed, let version = waiter?.client.respVersion else { return }
+        guard reply.isArray else { return fail(counted: false) }
+        elements += reply.count
+        for i in 0..<reply.count { reply[i].write(asRESP: version, into: &body) }
+    }
+
+    func fail() { fail(counted: true) }
+
+    private func fail(counted: Bool) {
+        if counted { remaining -= 1 }
+        failed = true
+        body = ByteBuffer()
+    }
+
+    /// The client's waiter once every part is in (handed out once).
+    func takeWaiterIfComplete() -> Waiter? {
+        guard remaining == 0, let w = waiter else { return nil }
+        waiter = nil
+        return w
+    }
+
+    func reply(_ version: RESPVersion, executor: CommandExecutor<ClientConnection>) -> ByteBuffer {
+        var out = ByteBuffer()
+        if failed {
+            executor.writeLocalAnswer(query, version, into: &out)
+        } else {
+            out.writeRESPArrayHeader(elements)
+            out.writeImmutableBuffer(body)
+        }
+        return out
+    }
+}
+
+@available(*, unavailable)
+extension NumsubAnswer: Sendable {}
 
 /// The backplane's state at one instant, for INFO, `/health` and `/metrics`.
 struct RedisLinkStatus: Sendable {

@@ -4,11 +4,17 @@ import NIOCore
 /// `processMultibulkBuffer` / `processInlineBuffer` do, including their error texts.
 ///
 /// The parser never consumes a partial request: `next(from:)` returns `nil` and leaves the
-/// buffer untouched until a whole request is present. Arguments are slices of the input buffer.
+/// buffer untouched until a whole request is present. It keeps its progress through that partial
+/// request between calls (as Redis keeps `multibulklen`/`bulklen`), so a request arriving in many
+/// small reads costs time linear in its bytes, not in their square. Between calls the caller may
+/// only append to the buffer. Arguments are slices of the input buffer.
+///
+/// `RELAY_MAX_ARGUMENTS` and `RELAY_MAX_MESSAGE_BYTES` apply to inline requests as to multibulk
+/// ones, with the same errors.
 public struct RequestParser {
     /// Limits a peer cannot exceed; each maps to a Redis protocol error.
     public struct Limits: Sendable, Equatable {
-        /// Largest bulk argument (`RELAY_MAX_MESSAGE_BYTES`); Redis: `proto-max-bulk-len`.
+        /// Largest argument (`RELAY_MAX_MESSAGE_BYTES`); Redis: `proto-max-bulk-len`.
         public var maxBulkLength: Int
         /// Largest argument count of one request (`RELAY_MAX_ARGUMENTS`).
         public var maxArguments: Int
@@ -23,9 +29,32 @@ public struct RequestParser {
     }
 
     public var limits: Limits
-    /// Bytes the buffer must hold before another parse attempt can succeed (a cheap skip for
-    /// large bulks arriving in many reads).
-    private var bytesNeeded = 0
+    private var progress = Progress()
+    /// Bytes examined while looking for line ends, over the parser's life (the tests hold it to
+    /// about one pass over the input, however it is split into reads).
+    private(set) var bytesScanned = 0
+
+    /// How far the parser got into the request at the front of the buffer. Offsets are relative
+    /// to the buffer's reader index, which stays put until the request is complete.
+    struct Progress {
+        /// Readable bytes at the last call: fewer now means the caller started over.
+        var seen = 0
+        /// Bytes the buffer must hold before another attempt can get further (a large bulk
+        /// arriving in many reads is not looked at until it is all there).
+        var needed = 0
+        /// Where the search for the current line's end resumes.
+        var lineScan = 0
+        /// A NUL ended the current line's search: C's `strchr` stops there, so Redis never finds
+        /// this line's end (it waits, then refuses the request at the inline limit).
+        var lineHitNul = false
+        /// Multibulk arguments still to read; nil until the count line is parsed.
+        var remaining: Int?
+        /// Where the next argument's `$` line starts.
+        var position = 0
+        /// The arguments read so far, as offsets (no slices: they would share, and so copy on
+        /// the caller's next append, the buffer being filled).
+        var arguments: [(start: Int, length: Int)] = []
+    }
 
     public init(limits: Limits = Limits()) {
         self.limits = limits
@@ -35,72 +64,90 @@ public struct RequestParser {
     /// bytes are needed, or throws a `ProtocolError` after which the connection must be closed.
     public mutating func next(from buffer: inout ByteBuffer) throws(ProtocolError) -> [ByteBuffer]? {
         let readable = buffer.readableBytes
-        guard readable > 0, readable >= bytesNeeded else { return nil }
-        bytesNeeded = 0
+        if readable < progress.seen { progress = Progress() }
+        progress.seen = readable
+        guard readable > 0, readable >= progress.needed else { return nil }
+        progress.needed = 0
         let view = buffer.readableBytesView
-        let result: ParseResult
+        let consumed: Int?
         if view.first == UInt8(ascii: "*") {
-            result = try parseMultibulk(view, buffer)
+            consumed = try parseMultibulk(view)
         } else {
-            result = try parseInline(view)
+            consumed = try parseInline(view)
         }
-        switch result {
-        case .needMore(let atLeast):
-            bytesNeeded = atLeast
-            return nil
-        case .request(let args, let consumed):
-            buffer.moveReaderIndex(forwardBy: consumed)
-            return args
+        guard let consumed else { return nil }
+        let base = buffer.readerIndex
+        let args: [ByteBuffer]
+        if let words = inlineWords {
+            args = words.map { ByteBuffer(bytes: $0) }
+            inlineWords = nil
+        } else {
+            args = progress.arguments.map { buffer.getSlice(at: base + $0.start, length: $0.length)! }
         }
+        progress = Progress()
+        buffer.moveReaderIndex(forwardBy: consumed)
+        return args
     }
 
-    private enum ParseResult {
-        case needMore(atLeast: Int)
-        case request([ByteBuffer], consumed: Int)
-    }
+    /// The words of a complete inline request, handed from `parseInline` to `next`.
+    private var inlineWords: [[UInt8]]?
 
-    /// `strchr(p, ch)`: the first `ch` from `start`, or nil if a NUL or the end comes first.
-    @inline(__always)
-    private static func cFind(_ ch: UInt8, in view: ByteBufferView, from start: Int) -> Int? {
-        var i = start
+    /// `strchr(p, ch)` from the current line's start (`lineStart`, relative): the index of the
+    /// first `ch`, or nil if a NUL or the end comes first. Resumes where the last call stopped.
+    private mutating func findLineEnd(_ ch: UInt8, in view: ByteBufferView, lineStart: Int) -> Int? {
+        if progress.lineHitNul { return nil }
+        let base = view.startIndex
         let end = view.endIndex
+        var i = base + max(progress.lineScan, lineStart)
+        let start = i
+        defer { bytesScanned &+= i - start }
         while i < end {
             let b = view[i]
-            if b == ch { return i }
-            if b == 0 { return nil }
+            if b == ch {
+                progress.lineScan = i - base
+                return i
+            }
+            if b == 0 {
+                progress.lineHitNul = true
+                return nil
+            }
             i += 1
         }
+        progress.lineScan = end - base
         return nil
     }
 
-    private func parseMultibulk(_ view: ByteBufferView, _ buffer: ByteBuffer) throws(ProtocolError) -> ParseResult {
+    /// The bytes consumed by a complete multibulk request (its arguments in `progress`), or nil.
+    private mutating func parseMultibulk(_ view: ByteBufferView) throws(ProtocolError) -> Int? {
         let base = view.startIndex
         let end = view.endIndex
-        guard let cr = Self.cFind(UInt8(ascii: "\r"), in: view, from: base) else {
-            if end - base > limits.maxInlineLength { throw .tooBigMultibulkCount }
-            return .needMore(atLeast: 0)
-        }
-        // Redis only checks that one more byte follows the '\r' and skips it, whatever it is.
-        if cr - base > (end - base) - 2 { return .needMore(atLeast: 0) }
-        guard let count = RedisInteger.parse(view[(base + 1)..<cr]), count <= Int64(Int32.max) else {
-            throw .invalidMultibulkLength
-        }
-        var pos = cr + 2
-        if count <= 0 { return .request([], consumed: pos - base) }
-        if count > Int64(limits.maxArguments) { throw .tooManyArguments(Int(count), limit: limits.maxArguments) }
-
-        var args: [ByteBuffer] = []
-        args.reserveCapacity(min(Int(count), 1024))
-        var remaining = Int(count)
-        while remaining > 0 {
-            guard let lineEnd = Self.cFind(UInt8(ascii: "\r"), in: view, from: pos) else {
-                if end - pos > limits.maxInlineLength { throw .tooBigBulkCount }
-                return .needMore(atLeast: 0)
+        if progress.remaining == nil {
+            guard let cr = findLineEnd(UInt8(ascii: "\r"), in: view, lineStart: 0) else {
+                if end - base > limits.maxInlineLength { throw .tooBigMultibulkCount }
+                return nil
             }
-            if lineEnd - pos > (end - pos) - 2 { return .needMore(atLeast: 0) }
-            let marker = view[pos]
+            // Redis only checks that one more byte follows the '\r' and skips it, whatever it is.
+            if cr - base > (end - base) - 2 { return nil }
+            guard let count = RedisInteger.parse(view[(base + 1)..<cr]), count <= Int64(Int32.max) else {
+                throw .invalidMultibulkLength
+            }
+            let afterCount = cr + 2 - base
+            if count <= 0 { return afterCount }
+            if count > Int64(limits.maxArguments) { throw .tooManyArguments(Int(count), limit: limits.maxArguments) }
+            progress.remaining = Int(count)
+            progress.position = afterCount
+            progress.arguments.reserveCapacity(min(Int(count), 1024))
+        }
+        while progress.remaining! > 0 {
+            let lineStart = base + progress.position
+            guard let lineEnd = findLineEnd(UInt8(ascii: "\r"), in: view, lineStart: progress.position) else {
+                if end - lineStart > limits.maxInlineLength { throw .tooBigBulkCount }
+                return nil
+            }
+            if lineEnd - lineStart > (end - lineStart) - 2 { return nil }
+            let marker = view[lineStart]
             guard marker == UInt8(ascii: "$") else { throw .expectedDollar(got: marker) }
-            guard let length = RedisInteger.parse(view[(pos + 1)..<lineEnd]), length >= 0 else {
+            guard let length = RedisInteger.parse(view[(lineStart + 1)..<lineEnd]), length >= 0 else {
                 throw .invalidBulkLength
             }
             guard length <= Int64(limits.maxBulkLength) else {
@@ -109,21 +156,23 @@ public struct RequestParser {
             let dataStart = lineEnd + 2
             let bulk = Int(length)
             if end - dataStart < bulk + 2 {
-                return .needMore(atLeast: dataStart + bulk + 2 - base)
+                progress.needed = dataStart + bulk + 2 - base
+                return nil
             }
-            args.append(buffer.getSlice(at: dataStart, length: bulk)!)
-            pos = dataStart + bulk + 2
-            remaining -= 1
+            progress.arguments.append((dataStart - base, bulk))
+            progress.position = dataStart + bulk + 2 - base
+            progress.remaining! -= 1
         }
-        return .request(args, consumed: pos - base)
+        return progress.position
     }
 
-    private func parseInline(_ view: ByteBufferView) throws(ProtocolError) -> ParseResult {
+    /// The bytes consumed by a complete inline request (its words in `inlineWords`), or nil.
+    private mutating func parseInline(_ view: ByteBufferView) throws(ProtocolError) -> Int? {
         let base = view.startIndex
         let end = view.endIndex
-        guard let newline = Self.cFind(UInt8(ascii: "\n"), in: view, from: base) else {
+        guard let newline = findLineEnd(UInt8(ascii: "\n"), in: view, lineStart: 0) else {
             if end - base > limits.maxInlineLength { throw .tooBigInlineRequest }
-            return .needMore(atLeast: 0)
+            return nil
         }
         // Redis reads 16 KiB at a time and refuses once 64 KiB sit without a newline, so a line
         // longer than that is refused even when its newline arrived in the same read.
@@ -131,8 +180,12 @@ public struct RequestParser {
         var lineEnd = newline
         if newline != base && view[newline - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
         guard let words = InlineSplitter.split(view[base..<lineEnd]) else { throw .unbalancedQuotes }
-        let args = words.map { ByteBuffer(bytes: $0) }
-        return .request(args, consumed: newline + 1 - base)
+        if words.count > limits.maxArguments { throw .tooManyArguments(words.count, limit: limits.maxArguments) }
+        for word in words where word.count > limits.maxBulkLength {
+            throw .bulkTooLarge(word.count, limit: limits.maxBulkLength)
+        }
+        inlineWords = words
+        return newline + 1 - base
     }
 }
 

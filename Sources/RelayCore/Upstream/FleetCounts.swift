@@ -1,6 +1,6 @@
 import NIOCore
 
-/// The fleet-wide subscriber counts behind `PUBSUB NUMSUB` (DESIGN §4): each relay keeps the
+/// The fleet-wide subscriber counts behind `PUBSUB NUMSUB` (README, "Fleet-wide PUBSUB"): each relay keeps the
 /// number of local app subscribers per channel in a Redis hash of its own,
 /// `<namespace>:numsub:<relay id>`, which expires unless the relay refreshes it, and lists itself
 /// in the set `<namespace>:relays`. A script sums the live hashes with Redis's own count of
@@ -30,45 +30,59 @@ public struct FleetCounts {
         dirty.insert(channel)
     }
 
+    /// Most fields one HSET or HDEL carries: a relay holding hundreds of thousands of channels
+    /// sends bounded commands, never one that stalls Redis or the relay's own buffers.
+    public static let fieldsPerCommand = 512
+
     /// The commands that bring the hash up to date for the changed channels (`count` gives the
     /// current local count), ending with the refresh; clears the change set.
     public mutating func takeUpdate(count: (ByteBuffer) -> Int) -> [[ByteBuffer]] {
-        var set: [ByteBuffer] = [Self.arg("HSET"), Self.arg(hashKey)]
-        var del: [ByteBuffer] = [Self.arg("HDEL"), Self.arg(hashKey)]
+        var set = FieldBatches(verb: "HSET", key: hashKey)
+        var del = FieldBatches(verb: "HDEL", key: hashKey)
         for channel in dirty {
             let n = count(channel)
             if n > 0 {
-                set.append(channel)
-                set.append(Self.arg(String(n)))
+                set.add(channel, Self.arg(String(n)))
             } else {
-                del.append(channel)
+                del.add(channel)
             }
         }
         dirty.removeAll(keepingCapacity: true)
-        var commands: [[ByteBuffer]] = []
-        if set.count > 2 { commands.append(set) }
-        if del.count > 2 { commands.append(del) }
-        return commands + refresh()
+        return set.commands + del.commands + refresh()
     }
 
     /// After a (re)connect: the whole hash rewritten from the local registry, atomically (a
     /// MULTI block, so that a counting script never sees it half-written).
     public mutating func takeFullRewrite(_ counts: some Sequence<(ByteBuffer, Int)>) -> [[ByteBuffer]] {
         dirty.removeAll(keepingCapacity: true)
-        var commands: [[ByteBuffer]] = [[Self.arg("MULTI")], [Self.arg("DEL"), Self.arg(hashKey)]]
-        var set: [ByteBuffer] = [Self.arg("HSET"), Self.arg(hashKey)]
+        var set = FieldBatches(verb: "HSET", key: hashKey)
         for (channel, n) in counts where n > 0 {
-            set.append(channel)
-            set.append(Self.arg(String(n)))
-            if set.count >= 2 + 2 * 512 {
-                commands.append(set)
-                set = [Self.arg("HSET"), Self.arg(hashKey)]
-            }
+            set.add(channel, Self.arg(String(n)))
         }
-        if set.count > 2 { commands.append(set) }
-        commands += refresh()
-        commands.append([Self.arg("EXEC")])
-        return commands
+        return [[Self.arg("MULTI")], [Self.arg("DEL"), Self.arg(hashKey)]] + set.commands + refresh() + [[Self.arg("EXEC")]]
+    }
+
+    /// `VERB key field [value] …` commands of at most `fieldsPerCommand` fields each.
+    struct FieldBatches {
+        let verb: String
+        let key: String
+        private(set) var commands: [[ByteBuffer]] = []
+        private var fields = 0
+
+        init(verb: String, key: String) {
+            self.verb = verb
+            self.key = key
+        }
+
+        mutating func add(_ field: ByteBuffer, _ value: ByteBuffer? = nil) {
+            if commands.isEmpty || fields == FleetCounts.fieldsPerCommand {
+                commands.append([FleetCounts.arg(verb), FleetCounts.arg(key)])
+                fields = 0
+            }
+            commands[commands.count - 1].append(field)
+            if let value { commands[commands.count - 1].append(value) }
+            fields += 1
+        }
     }
 
     /// Keeps this relay's hash alive and listed (sent every second).
@@ -84,9 +98,17 @@ public struct FleetCounts {
         [[Self.arg("DEL"), Self.arg(hashKey)], [Self.arg("SREM"), Self.arg(relaysKey), Self.arg(relayID)]]
     }
 
-    /// `PUBSUB NUMSUB ch…` for the whole fleet, as one EVAL.
-    public func numsubCommand(_ channels: some Sequence<ByteBuffer>) -> [ByteBuffer] {
-        [Self.arg("EVAL"), Self.arg(Self.numsubScript), Self.arg("0"), Self.arg(namespace)] + channels
+    /// Most channels one counting EVAL covers: a NUMSUB of many channels is answered by several
+    /// bounded scripts (each a few milliseconds of Redis time), not one that blocks Redis.
+    public static let channelsPerNumsubScript = 1024
+
+    /// `PUBSUB NUMSUB ch…` for the whole fleet: EVALs of at most `channelsPerNumsubScript`
+    /// channels each, whose answers, concatenated, are the reply.
+    public func numsubCommands(_ channels: [ByteBuffer]) -> [[ByteBuffer]] {
+        stride(from: 0, to: channels.count, by: Self.channelsPerNumsubScript).map { start in
+            [Self.arg("EVAL"), Self.arg(Self.numsubScript), Self.arg("0"), Self.arg(namespace)]
+                + channels[start..<min(start + Self.channelsPerNumsubScript, channels.count)]
+        }
     }
 
     /// For each channel: Redis's direct subscribers (its NUMSUB less one per relay holding the

@@ -337,6 +337,39 @@ private let crlf = Array("\r\n".utf8)
         #expect(error?.logDescription == "bulk of 6 bytes exceeds RELAY_MAX_MESSAGE_BYTES=5")
     }
 
+    @Test func inlineRequestsHaveTheSameLimits() throws {
+        let limits = RequestParser.Limits(maxBulkLength: 7, maxArguments: 3)
+        #expect(try parseAll(Array("PUBLISH a 1234567\r\n".utf8), limits: limits).requests == [utf8("PUBLISH", "a", "1234567")])
+        let long = parseError(Array("PUBLISH a 12345678\r\n".utf8), limits: limits)
+        #expect(long == .bulkTooLarge(8, limit: 7))
+        #expect(long?.replyBytes == Array("-ERR Protocol error: invalid bulk length\r\n".utf8))
+        // The limit is on the argument after unquoting, as for a bulk.
+        #expect(try parseAll(Array("ECHO \"\\x41\\x42\\x43\\x44\\x45\\x46\\x47\"\r\n".utf8), limits: limits).requests == [utf8("ECHO", "ABCDEFG")])
+        let many = parseError(Array("SUBSCRIBE a b c\r\n".utf8), limits: limits)
+        #expect(many == .tooManyArguments(4, limit: 3))
+        #expect(many?.replyBytes == Array("-ERR Protocol error: invalid multibulk length\r\n".utf8))
+    }
+
+    @Test func partialRequestIsNotParsedAgainFromItsStart() throws {
+        // 20 000 small arguments (~300 KB) arriving 100 bytes at a time: every byte is examined
+        // about once, not once per read (which would be ~3000 passes).
+        let args = ["SUBSCRIBE"] + (0..<20_000).map { "channel:\($0)" }
+        let input = multibulk(args.map { Array($0.utf8) })
+        var parser = RequestParser()
+        var buf = ByteBuffer()
+        var requests: [[ByteBuffer]] = []
+        var offset = 0
+        while offset < input.count {
+            let end = min(offset + 100, input.count)
+            buf.writeBytes(input[offset..<end])
+            offset = end
+            if let request = try parser.next(from: &buf) { requests.append(request) }
+        }
+        #expect(requests.count == 1 && requests[0].count == args.count)
+        #expect(bytes(requests[0]) == args.map { Array($0.utf8) })
+        #expect(parser.bytesScanned < 2 * input.count, "scanned \(parser.bytesScanned) bytes of \(input.count)")
+    }
+
     @Test func oneMebibyteBulkAtTheLimitIsAccepted() throws {
         let mib = 1 << 20
         let payload = (0..<mib).map { UInt8(truncatingIfNeeded: $0 &* 31) }

@@ -39,11 +39,30 @@ import Testing
         #expect(big.count == 4 && big.allSatisfy { $0.count <= 2 + 1024 })
     }
 
-    @Test func numsubIsOneEval() {
+    @Test func changesAreWrittenInBoundedCommands() {
+        var f = FleetCounts(namespace: "ns", relayID: "r1", ttlMilliseconds: 5000)
+        for i in 0..<1500 { f.changed(buffer("up\(i)")) }
+        for i in 0..<1100 { f.changed(buffer("gone\(i)")) }
+        let commands = strings(f.takeUpdate { String(buffer: $0).hasPrefix("up") ? 2 : 0 })
+        let sets = commands.filter { $0[0] == "HSET" }
+        let dels = commands.filter { $0[0] == "HDEL" }
+        #expect(sets.count == 3 && sets.allSatisfy { $0.count <= 2 + 2 * FleetCounts.fieldsPerCommand })
+        #expect(dels.count == 3 && dels.allSatisfy { $0.count <= 2 + FleetCounts.fieldsPerCommand })
+        #expect(sets.map { ($0.count - 2) / 2 }.reduce(0, +) == 1500)
+        #expect(dels.map { $0.count - 2 }.reduce(0, +) == 1100)
+        #expect(!f.hasChanges)
+    }
+
+    @Test func numsubIsBoundedEvals() {
         let f = FleetCounts(namespace: "ns", relayID: "r1", ttlMilliseconds: 5000)
-        let command = strings([f.numsubCommand([buffer("x"), buffer("y")])])[0]
-        #expect(command[0] == "EVAL" && command[1] == FleetCounts.numsubScript)
-        #expect(Array(command[2...]) == ["0", "ns", "x", "y"])
+        let command = strings(f.numsubCommands([buffer("x"), buffer("y")]))
+        #expect(command.count == 1)
+        #expect(command[0][0] == "EVAL" && command[0][1] == FleetCounts.numsubScript)
+        #expect(Array(command[0][2...]) == ["0", "ns", "x", "y"])
+        let channels = (0..<2500).map { buffer("c\($0)") }
+        let evals = strings(f.numsubCommands(channels))
+        #expect(evals.count == 3 && evals.allSatisfy { $0.count <= 4 + FleetCounts.channelsPerNumsubScript })
+        #expect(evals.flatMap { $0.dropFirst(4) } == (0..<2500).map { "c\($0)" })
         #expect(strings(f.removal()) == [["DEL", "ns:numsub:r1"], ["SREM", "ns:relays", "r1"]])
     }
 }
