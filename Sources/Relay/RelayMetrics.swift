@@ -33,6 +33,8 @@ public final class RelayMetrics: Sendable {
     private let gapsRedis: Prometheus.Counter
     private let gapsPostgres: Prometheus.Counter
     private let unconfirmedPublishes: Prometheus.Counter
+    private let refusedSubscriptions: Prometheus.Counter
+    private let replyLimitDisconnects: Prometheus.Counter
     private let pgReceived: Prometheus.Counter
     private let pgPublished: Prometheus.Counter
     private let leaseChanges: Prometheus.Counter
@@ -76,6 +78,12 @@ public final class RelayMetrics: Sendable {
         unconfirmedPublishes = registry.makeCounter(
             name: p + "redis_unconfirmed_publishes_total",
             help: "PUBLISHes in flight when the Redis publisher connection dropped: answered 0 and not delivered locally.")
+        refusedSubscriptions = registry.makeCounter(
+            name: p + "redis_refused_subscriptions_total",
+            help: "Upstream (P)SUBSCRIBEs Redis refused (e.g. NOPERM): the asking clients got Redis's error.")
+        replyLimitDisconnects = registry.makeCounter(
+            name: p + "redis_reply_limit_disconnects_total",
+            help: "Redis connections dropped because a reply exceeded the relay's caps on elements or bulk size.")
         pgReceived = registry.makeCounter(name: p + "postgres_notifications_received_total",
                                           help: "Postgres notifications received by this relay's listener.")
         pgPublished = registry.makeCounter(name: p + "postgres_notifications_published_total",
@@ -126,6 +134,8 @@ public final class RelayMetrics: Sendable {
                 advance(reconnectsRedis, "reconnects_redis", r.reconnects)
                 advance(gapsRedis, "gaps_redis", r.gaps)
                 advance(unconfirmedPublishes, "unconfirmed_publishes", r.unconfirmedPublishes)
+                advance(refusedSubscriptions, "refused_subscriptions", r.refusedSubscriptions)
+                advance(replyLimitDisconnects, "reply_limit_disconnects", r.replyLimitDisconnects)
             }
             advance(dropped, "dropped", s.droppedFrames)
             advance(disconnectsSlow, "slow", s.slowConsumerDisconnects)

@@ -181,6 +181,8 @@ final class RelayState {
                 "redis_upstream_patterns:\(status.upstreamPatterns)",
                 "redis_pending_confirmations:\(status.pendingConfirmations)",
                 "redis_unconfirmed_publishes:\(status.unconfirmedPublishes)",
+                "redis_refused_subscriptions:\(status.refusedSubscriptions)",
+                "redis_reply_limit_disconnects:\(status.replyLimitDisconnects)",
             ]
         } else {
             lines.append("redis_backplane:disabled")

@@ -154,6 +154,16 @@ final class PostgresListener: @unchecked Sendable {
         var connection: OpaquePointer?
         var backoff = ReconnectBackoff(baseMilliseconds: 50, capMilliseconds: 1000)
         var lostAt: UInt64?
+        /// The connection is gone: reconnect after the backoff's wait, which stays short for a
+        /// connection that lasted and grows for one that keeps dropping at once (no storm).
+        func lose(_ conn: OpaquePointer, _ reason: String) {
+            onEvent(.lost(reason: reason))
+            pq.finish(conn)
+            connection = nil
+            let now = monotonicNanoseconds()
+            lostAt = now
+            waitForWake(milliseconds: backoff.nextDelayMilliseconds(now: now) { Double.random(in: 0..<1) })
+        }
         while !stopping {
             if connection == nil {
                 guard wanted else {
@@ -163,13 +173,13 @@ final class PostgresListener: @unchecked Sendable {
                 switch connectAndListen() {
                 case .success(let conn):
                     connection = conn
-                    backoff.reset()
+                    backoff.connected(at: monotonicNanoseconds())
                     let gap = lostAt.map { Double(monotonicNanoseconds() - $0) / 1e9 }
                     lostAt = nil
                     onEvent(.listening(gapSeconds: gap))
                 case .failure(let error):
                     if stopping { break }
-                    let delay = backoff.nextDelayMilliseconds { Double.random(in: 0..<1) }
+                    let delay = backoff.nextDelayMilliseconds(now: monotonicNanoseconds()) { Double.random(in: 0..<1) }
                     onEvent(.attemptFailed(reason: error.message, retryMilliseconds: delay))
                     if lostAt == nil { lostAt = monotonicNanoseconds() }
                     waitForWake(milliseconds: delay)
@@ -190,30 +200,19 @@ final class PostgresListener: @unchecked Sendable {
                        pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
             let n = poll(&fds, 2, 1000)
             if n < 0 && errno != EINTR {
-                onEvent(.lost(reason: "poll: \(String(cString: strerror(errno)))"))
-                pq.finish(conn)
-                connection = nil
-                lostAt = monotonicNanoseconds()
+                lose(conn, "poll: \(String(cString: strerror(errno)))")
                 continue
             }
             if fds[1].revents != 0 { drainWake() }
             if fds[0].revents != 0 {
                 if pq.consumeInput(conn) == 0 {
-                    onEvent(.lost(reason: errorMessage(conn)))
-                    pq.finish(conn)
-                    connection = nil
-                    lostAt = monotonicNanoseconds()
+                    lose(conn, errorMessage(conn))
                     continue
                 }
                 drainResults(conn)
                 let batch = drainNotifications(conn)
                 if !batch.isEmpty { onEvent(.notifications(batch)) }
-                if pq.status(conn) == CONNECTION_BAD {
-                    onEvent(.lost(reason: errorMessage(conn)))
-                    pq.finish(conn)
-                    connection = nil
-                    lostAt = monotonicNanoseconds()
-                }
+                if pq.status(conn) == CONNECTION_BAD { lose(conn, errorMessage(conn)) }
             }
         }
         if let connection { pq.finish(connection) }

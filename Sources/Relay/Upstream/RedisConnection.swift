@@ -1,4 +1,5 @@
 import NIOCore
+import RelayCore
 
 /// Told of what happens on one upstream connection; all calls come on the relay's event loop.
 protocol RedisConnectionDelegate: AnyObject {
@@ -8,19 +9,29 @@ protocol RedisConnectionDelegate: AnyObject {
     func redisConnection(_ connection: RedisConnection, failed reason: String)
 }
 
-/// One TCP or Unix connection to Redis: commands go out formatted by hiredis and coalesced into
-/// one write per event-loop tick; replies are parsed by a hiredis reader and handed to the
-/// delegate in order. No pub/sub state here: that is the link's.
+/// One TCP or Unix connection to Redis: commands go out RESP-encoded and coalesced into one write
+/// per event-loop tick; replies are checked against the upstream caps (`UpstreamReplyScanner`),
+/// parsed by a hiredis reader and handed to the delegate in order. No pub/sub state here: that
+/// is the link's.
 final class RedisConnection: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     weak var delegate: RedisConnectionDelegate?
     private let reader = HiredisReader()
+    private var scanner: UpstreamReplyScanner
+    /// Set when Redis sent more than a cap allows (the reason the connection failed).
+    private(set) var exceededReplyLimits = false
+    /// When bytes last arrived (uptime nanoseconds): the last moment the link was known good.
+    private(set) var lastReadNanoseconds: UInt64 = 0
     private var context: ChannelHandlerContext?
     private var outbound: ByteBuffer?
     private var flushScheduled = false
     private(set) var isFailed = false
+
+    init(replyLimits: UpstreamReplyScanner.Limits) {
+        self.scanner = UpstreamReplyScanner(limits: replyLimits)
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -51,6 +62,14 @@ final class RedisConnection: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !isFailed else { return }
         let input = unwrapInboundIn(data)
+        lastReadNanoseconds = NIODeadline.now().uptimeNanoseconds
+        do {
+            try input.withUnsafeReadableBytes { try scanner.scan($0) }
+        } catch {
+            exceededReplyLimits = true
+            fail("Redis sent more than the relay accepts: \(error)")
+            return
+        }
         do {
             try input.withUnsafeReadableBytes { try reader.feed($0) }
             while !isFailed, let reply = try reader.next() {

@@ -7,11 +7,13 @@ import NIOCore
 import NIOPosix
 import RelayCore
 
-/// The Redis backplane (issue 3, DESIGN §3.2–3.6): one subscriber connection and one publisher
-/// connection to Redis, whatever the number of local clients.
+/// The Redis backplane (README, "The Redis backplane"): one subscriber connection and one
+/// publisher connection to Redis, whatever the number of local clients.
 ///
 /// * Upstream (P)SUBSCRIBE is reference-counted from the registry's first/last transitions, and a
-///   local client's confirmation waits for Redis's (subscribe-then-publish safety).
+///   local client's confirmation waits for Redis's (subscribe-then-publish safety). If Redis
+///   refuses one (an error reply, e.g. `-NOPERM` from its ACL), the client's command fails with
+///   Redis's error, as it would on Redis, and every other subscription carries on.
 /// * Local PUBLISH goes to Redis only; local subscribers get it when Redis delivers it back on the
 ///   subscriber connection, so every relay sees Redis's order and nothing twice.
 /// * While either connection is down the relay is *degraded*: subscriptions are confirmed
@@ -50,6 +52,9 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         case fleetAck([Waiter])
         /// A request of another part of the relay (the Postgres bridge); nil when the link dropped.
         case callback((RedisReply?) -> Void)
+        /// A (P)(UN)SUBSCRIBE of `total` names on the subscriber connection, `remaining` of them
+        /// not yet confirmed. Redis answers with one push frame per name, or one error for all.
+        case subscriptions(total: Int, remaining: Int)
     }
 
     final class Link {
@@ -63,6 +68,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         var lastPingSent: UInt64 = 0
         /// Bookkeeping errors are logged once per connection.
         var loggedBookkeepingError = false
+        /// When the lost connection was last known good (uptime ns): its gap starts there.
+        var lostAt: UInt64?
 
         init(role: Role, backoff: ReconnectBackoff) {
             self.role = role
@@ -78,7 +85,13 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private unowned let state: RelayState
     private let sub: Link
     private let pub: Link
-    private var ledger = UpstreamSubscriptionLedger<Waiter>()
+    private var ledger = UpstreamSubscriptionLedger<SubscribeWait>()
+    private let replyLimits: UpstreamReplyScanner.Limits
+    /// When the 100 ms tick last ran: a longer silence means the event loop was frozen (SIGSTOP,
+    /// a stalled host), and data read since then may be stale.
+    private var lastTick: UInt64 = 0
+    /// Names whose refusal by Redis was logged (once each; bounded).
+    private var loggedRefusals: Set<ByteBuffer> = []
     /// Resubscribe confirmations still expected after a reconnect.
     private var resyncRemaining = 0
     /// Upstream (un)subscribe names gathered in this tick, sent as one command per run.
@@ -101,6 +114,10 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private(set) var lastError = ""
     /// PUBLISHes whose connection dropped before Redis answered (answered 0, not delivered).
     private(set) var unconfirmedPublishes = 0
+    /// Subscriptions Redis refused (each failed its client's command with Redis's error).
+    private(set) var refusedSubscriptions = 0
+    /// Connections dropped because Redis sent more than `replyLimits` allow.
+    private(set) var replyLimitDisconnects = 0
     /// Told after any change of the connections' state (the Postgres bridge follows it).
     var onStateChange: (() -> Void)?
     /// Called every tick (100 ms) while the link runs.
@@ -117,6 +134,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         self.sub = Link(role: .subscriber, backoff: backoff)
         self.pub = Link(role: .publisher, backoff: backoff)
         self.fleet = FleetCounts(namespace: config.namespace, relayID: relayID, ttlMilliseconds: Self.fleetTTLMilliseconds)
+        self.replyLimits = .relay(maxMessageBytes: config.maxMessageBytes)
     }
 
     /// How long a relay's fleet counts outlive it (refreshed every second).
@@ -129,6 +147,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
 
     func start() {
         logger.info("redis backplane: connecting", metadata: ["url": "\(url.redacted)", "relay_id": "\(relayID)"])
+        lastTick = Self.now()
         connect(sub)
         connect(pub)
         scheduleTick()
@@ -150,7 +169,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private func connect(_ link: Link) {
         guard !stopped else { return }
         link.phase = .connecting
-        let handler = RedisConnection()
+        let handler = RedisConnection(replyLimits: replyLimits)
         handler.delegate = self
         link.connection = handler
         let bound = NIOLoopBound(handler, eventLoop: eventLoop)
@@ -203,7 +222,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     }
 
     private func handshakeDone(_ link: Link) {
-        link.backoff.reset()
+        link.backoff.connected(at: Self.now())
         if link.everConnected { reconnects += 1 }
         link.everConnected = true
         switch link.role {
@@ -249,14 +268,22 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     /// degraded, and a reconnect is scheduled.
     private func linkFailed(_ link: Link, _ reason: String) {
         guard link.phase != .down else { return }
+        let now = Self.now()
+        let wasUp = link.phase == .ready || link.phase == .syncing
+        if wasUp {
+            // The gap starts when the link was last known good: its last bytes — unless the loop
+            // was frozen since the last tick, for then those bytes may have waited in the kernel.
+            var knownGood = link.connection?.lastReadNanoseconds ?? now
+            if now - lastTick > 3 * Self.tickNanoseconds { knownGood = min(knownGood, lastTick) }
+            link.lostAt = knownGood
+        }
         link.connection?.close()
         link.connection = nil
-        let wasUp = link.phase == .ready || link.phase == .syncing
         link.phase = .down
         link.deadline.reset()
         let expected = link.expected
         link.expected.removeAll()
-        var waiters: [Waiter] = []
+        var waiters: [SubscribeWait] = []
         if link.role == .subscriber {
             waiters = ledger.reset()
             resyncRemaining = 0
@@ -265,7 +292,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         lastError = reason
         updateMode()
         guard !stopped else { return }
-        let delay = link.backoff.nextDelayMilliseconds { Double.random(in: 0..<1) }
+        let delay = link.backoff.nextDelayMilliseconds(now: now) { Double.random(in: 0..<1) }
         logger.log(level: wasUp ? .error : .warning, "redis \(link.role == .subscriber ? "subscriber" : "publisher") connection down",
                    metadata: ["reason": "\(reason)", "retry_in_ms": "\(delay)", "url": "\(url.redacted)"])
         eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
@@ -273,7 +300,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         }
         // Answer what waited only now: a client resuming here already sees the relay degraded.
         for entry in expected { resolveLocally(entry) }
-        release(waiters)
+        for wait in waiters { resolve(wait, refusal: nil) }
     }
 
     private func resolveLocally(_ entry: Expected) {
@@ -294,7 +321,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             release(waiters)
         case .callback(let completion):
             completion(nil)
-        case .handshake, .handshakeDone, .ping, .bookkeeping:
+        case .handshake, .handshakeDone, .ping, .bookkeeping, .subscriptions:
             break
         }
     }
@@ -305,6 +332,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         guard forwarding != isForwarding else { return }
         isForwarding = forwarding
         if forwarding {
+            sub.lostAt = nil
+            pub.lostAt = nil
             if let since = degradedSince, hasBeenUp {
                 let seconds = Double((NIODeadline.now() - since).nanoseconds) / 1e9
                 gaps += 1
@@ -317,7 +346,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             hasBeenUp = true
             degradedSince = nil
         } else {
-            degradedSince = .now()
+            let lostAt = [sub.lostAt, pub.lostAt].compactMap { $0 }.min()
+            degradedSince = lostAt.map { NIODeadline.uptimeNanoseconds($0) } ?? .now()
             if hasBeenUp {
                 logger.error("redis backplane lost: degraded mode, local publishes reach local subscribers only",
                              metadata: ["reason": "\(lastError)"])
@@ -341,11 +371,14 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
 
     // MARK: Timer
 
+    private static let tickNanoseconds: UInt64 = 100_000_000
+
     private func scheduleTick() {
-        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { [self] in
+        eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(Self.tickNanoseconds))) { [self] in
             guard !stopped else { return }
             tick()
             onTick?()
+            lastTick = Self.now()
             scheduleTick()
         }
     }
@@ -430,12 +463,19 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             release(waiters)
         case .callback(let completion):
             completion(reply)
+        case .subscriptions(let total, let remaining):
+            guard reply.isError, remaining == total else {
+                linkFailed(link, "subscriber connection out of step: \(Self.describe(reply)) in answer to a subscription command")
+                return
+            }
+            subscriptionsRefused(total, reply)
         }
     }
 
     func redisConnection(_ connection: RedisConnection, failed reason: String) {
         let link = connection === sub.connection ? sub : pub
         guard link.connection === connection else { return }
+        if connection.exceededReplyLimits { replyLimitDisconnects += 1 }
         linkFailed(link, reason)
     }
 
@@ -466,20 +506,77 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         else if kind.equals("punsubscribe") { confirmation = (.pattern, false) }
         else { return false }
         let name = ByteBuffer(bytes: reply[1].bytes)
+        guard case .subscriptions(let total, let remaining)? = sub.expected.first else {
+            linkFailed(sub, "subscriber connection out of step: a confirmation with no subscription command in flight")
+            return true
+        }
+        if remaining > 1 {
+            sub.expected[0] = .subscriptions(total: total, remaining: remaining - 1)
+        } else {
+            sub.expected.removeFirst()
+            sub.deadline.answered()
+        }
         do {
             let waiters = try ledger.confirmed(confirmation.0, name, subscribe: confirmation.1)
-            if resyncRemaining > 0 {
-                resyncRemaining -= 1
-                if resyncRemaining == 0 {
-                    sub.phase = .ready
-                    updateMode()
-                }
-            }
-            release(waiters)
+            resyncProgressed()
+            for wait in waiters { resolve(wait, refusal: nil) }
         } catch {
             linkFailed(sub, "subscriber connection out of step: \(error)")
         }
         return true
+    }
+
+    /// One resubscription after a reconnect was answered; the last one makes the link ready.
+    private func resyncProgressed() {
+        guard resyncRemaining > 0 else { return }
+        resyncRemaining -= 1
+        if resyncRemaining == 0 {
+            sub.phase = .ready
+            updateMode()
+        }
+    }
+
+    /// Redis answered a (P)SUBSCRIBE of `count` names with an error: none of them is subscribed.
+    /// A command of several names (one tick's subscriptions of several clients, or a
+    /// resubscription) is sent again one name at a time, so that only the names Redis refuses
+    /// fail; a refused name fails the commands of the clients that waited for it.
+    private func subscriptionsRefused(_ count: Int, _ reply: RedisReply) {
+        let refused: [UpstreamSubscriptionLedger<SubscribeWait>.Refused]
+        do {
+            refused = try ledger.refuseOldest(count)
+        } catch {
+            linkFailed(sub, "subscriber connection out of step: \(error)")
+            return
+        }
+        sub.deadline.answered()
+        var errorLine = ByteBuffer()
+        reply.write(asRESP: .resp2, into: &errorLine)
+        for entry in refused {
+            if count > 1, entry.subscribe, holdsLocally(entry.kind, entry.name) {
+                ledger.sent(entry.kind, entry.name, subscribe: true)
+                for wait in entry.waiters { _ = ledger.wait(for: entry.kind, entry.name, wait) }
+                sendSubscriptionCommand(entry.kind, subscribe: true, [entry.name])
+                continue
+            }
+            if entry.subscribe {
+                refusedSubscriptions += 1
+                logRefusal(entry.kind, entry.name, reply.text)
+            }
+            resyncProgressed()
+            for wait in entry.waiters { resolve(wait, refusal: errorLine) }
+        }
+    }
+
+    private func holdsLocally(_ kind: SubscriptionKind, _ name: ByteBuffer) -> Bool {
+        kind == .channel ? registry.numberOfSubscribers(channel: name) > 0 : registry.patterns[name] != nil
+    }
+
+    private func logRefusal(_ kind: SubscriptionKind, _ name: ByteBuffer, _ error: String) {
+        let first = loggedRefusals.count < 10_000 && loggedRefusals.insert(name).inserted
+        let shown = String(decoding: name.readableBytesView.prefix(128), as: UTF8.self)
+        logger.log(level: first ? .warning : .debug,
+                   "redis refused a subscription: the apps asking for it get Redis's error, other subscriptions carry on",
+                   metadata: [kind == .channel ? "channel" : "pattern": "\(shown)", "error": "\(error)"])
     }
 
     /// The registry key for a name Redis sent, reusing the previous one when it is the same
@@ -501,11 +598,30 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         if kind == .channel {
             fleetChanged(name, client: isForwarding ? client : nil)
         }
-        guard sub.phase == .syncing || sub.phase == .ready else { return }
-        let name = name.compacted()
-        if first { queueSubscription(kind, name, subscribe: true) }
-        if isForwarding, ledger.isPending(kind, name) {
-            _ = ledger.wait(for: kind, name, (client, client.reserveReplySlot()))
+        guard first, sub.phase == .syncing || sub.phase == .ready else { return }
+        queueSubscription(kind, name.compacted(), subscribe: true)
+    }
+
+    func holdConfirmations(_ kind: SubscriptionKind, _ names: [ByteBuffer], for client: ClientConnection) -> ReplySlot? {
+        guard isForwarding else { return nil }
+        let pending = names.filter { ledger.isPending(kind, $0) }
+        guard !pending.isEmpty else { return nil }
+        let wait = SubscribeWait(client: client, slot: client.reserveReplySlot(), kind: kind, names: names, remaining: pending.count)
+        for name in pending { _ = ledger.wait(for: kind, name, wait) }
+        return wait.slot
+    }
+
+    /// One of the names `wait` waited for was confirmed (or confirmed locally, the link having
+    /// dropped), or refused; after the last, the client sees its confirmations or Redis's error.
+    private func resolve(_ wait: SubscribeWait, refusal: ByteBuffer?) {
+        if let refusal, wait.refusal == nil { wait.refusal = refusal }
+        wait.remaining -= 1
+        guard wait.remaining == 0 else { return }
+        if let refusal = wait.refusal {
+            state.executor.undoSubscriptions(wait.kind, wait.names, of: wait.client)
+            fill((wait.client, wait.slot), refusal)
+        } else {
+            fill((wait.client, wait.slot), nil)
         }
     }
 
@@ -584,7 +700,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     /// `(P)(UN)SUBSCRIBE name…` on the subscriber connection (the ledger already has the names).
     private func sendSubscriptionCommand(_ kind: SubscriptionKind, subscribe: Bool, _ names: [ByteBuffer]) {
         let verb = (kind == .pattern ? "P" : "") + (subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE")
-        sub.connection?.send([Self.arg(verb)] + names)
+        send(sub, [Self.arg(verb)] + names, .subscriptions(total: names.count, remaining: names.count))
     }
 
     /// A channel's local count changed: written to the fleet hash at the end of the tick. While
@@ -640,7 +756,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             },
             reconnects: reconnects, gaps: gaps, gapSecondsTotal: gapSecondsTotal, lastError: lastError,
             upstreamChannels: registry.channelCount, upstreamPatterns: registry.patternCount,
-            pendingConfirmations: ledger.count, unconfirmedPublishes: unconfirmedPublishes)
+            pendingConfirmations: ledger.count, unconfirmedPublishes: unconfirmedPublishes,
+            refusedSubscriptions: refusedSubscriptions, replyLimitDisconnects: replyLimitDisconnects)
     }
 
     // MARK: Helpers
@@ -692,6 +809,29 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
 
 @available(*, unavailable)
 extension UpstreamRedisLink: Sendable {}
+
+/// One client's SUBSCRIBE or PSUBSCRIBE whose confirmations wait for upstream: the names it
+/// added (undone if Redis refuses any) and how many are still unconfirmed.
+final class SubscribeWait {
+    let client: ClientConnection
+    let slot: ReplySlot
+    let kind: SubscriptionKind
+    let names: [ByteBuffer]
+    var remaining: Int
+    /// Redis's error line, once it refused one of the names.
+    var refusal: ByteBuffer?
+
+    init(client: ClientConnection, slot: ReplySlot, kind: SubscriptionKind, names: [ByteBuffer], remaining: Int) {
+        self.client = client
+        self.slot = slot
+        self.kind = kind
+        self.names = names
+        self.remaining = remaining
+    }
+}
+
+@available(*, unavailable)
+extension SubscribeWait: Sendable {}
 
 /// A fleet-wide NUMSUB answered by several EVALs: their answers are gathered in order; if any
 /// fails (an error reply, the connection dropped), the client gets this relay's own count.
@@ -765,6 +905,8 @@ struct RedisLinkStatus: Sendable {
     var upstreamPatterns: Int
     var pendingConfirmations: Int
     var unconfirmedPublishes: Int
+    var refusedSubscriptions: Int
+    var replyLimitDisconnects: Int
 
     /// `up`, or `degraded` (not yet connected, or lost: local delivery only).
     var state: String { forwarding ? "up" : "degraded" }

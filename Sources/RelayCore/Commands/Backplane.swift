@@ -19,6 +19,12 @@ public protocol Backplane<Client>: AnyObject {
     /// `client` now holds `name`; `first` when no local client held it before. Called before the
     /// client's confirmation is queued, so a wait registered here holds that confirmation back.
     func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: Client)
+    /// After one SUBSCRIBE or PSUBSCRIBE added `names` for `client` (each already told through
+    /// `subscriptionAdded`): a slot holding the command's confirmations while any of them waits
+    /// for upstream, or nil to send them at once. The backplane fills the slot when upstream has
+    /// confirmed them all, or with Redis's error if it refused one (then it also asks the
+    /// executor to undo the command: `undoSubscriptions`).
+    func holdConfirmations(_ kind: SubscriptionKind, _ names: [ByteBuffer], for client: Client) -> ReplySlot?
     /// A local subscription to `name` was dropped; `last` when no local client holds it any more.
     func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool)
     /// Sends a local PUBLISH upstream; the reply is queued for `client` when Redis answers.

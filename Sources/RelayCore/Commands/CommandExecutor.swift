@@ -91,23 +91,9 @@ public final class CommandExecutor<Client: RelayClient> {
                 out.writeRESPInteger(n)
             }
         case .subscribe:
-            for channel in args.dropFirst() {
-                let change = registry.subscribe(client, channel: channel)
-                if let backplane, case .added(let first) = change {
-                    backplane.subscriptionAdded(.channel, channel, first: first, by: client)
-                }
-                PubSubFrames.confirmation("subscribe", name: channel, count: registry.subscriptionCount(of: client), v, into: &out)
-            }
-            client.session.inPubSubContext = true
+            subscribe(.channel, args, client, &out)
         case .psubscribe:
-            for pattern in args.dropFirst() {
-                let change = registry.psubscribe(client, pattern: pattern)
-                if let backplane, case .added(let first) = change {
-                    backplane.subscriptionAdded(.pattern, pattern, first: first, by: client)
-                }
-                PubSubFrames.confirmation("psubscribe", name: pattern, count: registry.subscriptionCount(of: client), v, into: &out)
-            }
-            client.session.inPubSubContext = true
+            subscribe(.pattern, args, client, &out)
         case .unsubscribe:
             if args.count == 1 {
                 let removed = registry.unsubscribeAllChannels(client)
@@ -262,6 +248,40 @@ public final class CommandExecutor<Client: RelayClient> {
         case .numpat:
             out.writeRESPInteger(registry.patternCount)
         }
+    }
+
+    /// SUBSCRIBE / PSUBSCRIBE: registered locally at once; with a backplane, the confirmations
+    /// may be held until upstream has confirmed (or refused) the new subscriptions.
+    private func subscribe(_ kind: SubscriptionKind, _ args: [ByteBuffer], _ client: Client, _ out: inout ByteBuffer) {
+        let v = client.session.resp
+        let start = out.writerIndex
+        var added: [ByteBuffer] = []
+        for name in args.dropFirst() {
+            let change = kind == .channel ? registry.subscribe(client, channel: name) : registry.psubscribe(client, pattern: name)
+            if let backplane, case .added(let first) = change {
+                backplane.subscriptionAdded(kind, name, first: first, by: client)
+                added.append(name)
+            }
+            PubSubFrames.confirmation(kind == .channel ? "subscribe" : "psubscribe", name: name,
+                                      count: registry.subscriptionCount(of: client), v, into: &out)
+        }
+        client.session.inPubSubContext = true
+        if !added.isEmpty, let slot = backplane?.holdConfirmations(kind, added, for: client) {
+            slot.heldReply = out.getSlice(at: start, length: out.writerIndex - start)
+            out.moveWriterIndex(to: start)
+        }
+    }
+
+    /// Upstream refused a subscription that one of `client`'s commands added: as on Redis, the
+    /// command changes nothing — the names it added are dropped again.
+    public func undoSubscriptions(_ kind: SubscriptionKind, _ names: [ByteBuffer], of client: Client) {
+        for name in names {
+            let change = kind == .channel ? registry.unsubscribe(client, channel: name) : registry.punsubscribe(client, pattern: name)
+            if case .removed(let last) = change {
+                backplane?.subscriptionRemoved(kind, name, last: last)
+            }
+        }
+        leavePubSubContextIfIdle(client)
     }
 
     /// A client leaves (disconnect): its subscriptions are dropped, upstream ones released.

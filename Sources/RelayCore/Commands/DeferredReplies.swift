@@ -7,14 +7,19 @@ import NIOCore
 public final class ReplySlot {
     public private(set) var isFilled = false
     fileprivate var bytes: ByteBuffer?
+    /// A reply already written that the client sees only if upstream agrees: SUBSCRIBE's
+    /// confirmations, replaced by Redis's error if Redis refuses the subscription.
+    public var heldReply: ByteBuffer?
 
     public init() {}
 
-    /// The upstream answered; `bytes` is the client's reply (nil: a barrier is lifted).
+    /// The upstream answered; `bytes` is the client's reply (nil: a barrier is lifted, and the
+    /// held reply, if any, goes out).
     public func fill(_ bytes: ByteBuffer? = nil) {
         precondition(!isFilled, "reply slot filled twice")
         isFilled = true
-        self.bytes = bytes
+        self.bytes = bytes ?? heldReply
+        heldReply = nil
     }
 }
 

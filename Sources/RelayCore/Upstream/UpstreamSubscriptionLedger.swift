@@ -10,7 +10,7 @@ public enum SubscriptionKind: Sendable, Hashable {
 /// The upstream subscriber link's commands that Redis has not confirmed yet, in the order they
 /// were sent — Redis confirms (P)(UN)SUBSCRIBE one name at a time, in order — and the local
 /// clients waiting for each subscription to be confirmed before their own confirmation may be
-/// sent (subscribe-then-publish safety, DESIGN §3.2).
+/// sent (subscribe-then-publish safety: README, "The Redis backplane").
 ///
 /// Pure bookkeeping, like postgres-nio's `ListenStateMachine`: the link does the I/O.
 public struct UpstreamSubscriptionLedger<Waiter> {
@@ -81,6 +81,34 @@ public struct UpstreamSubscriptionLedger<Waiter> {
         }
         headSequence += 1
         return first.waiters
+    }
+
+    /// One name of the oldest in-flight command that Redis refused as a whole (an error reply,
+    /// e.g. `-NOPERM` for a channel the ACL user may not use).
+    public struct Refused {
+        public let kind: SubscriptionKind
+        public let name: ByteBuffer
+        public let subscribe: Bool
+        public let waiters: [Waiter]
+    }
+
+    /// Redis answered the oldest in-flight command, of `count` names, with an error: none of its
+    /// names is confirmed. Returns them, with their waiters, in order.
+    public mutating func refuseOldest(_ count: Int) throws(Mismatch) -> [Refused] {
+        guard count <= inFlight.count else {
+            throw Mismatch(description: "error reply for a command of \(count) names with \(inFlight.count) in flight")
+        }
+        var refused: [Refused] = []
+        refused.reserveCapacity(count)
+        for _ in 0..<count {
+            let first = inFlight.removeFirst()
+            if first.subscribe, latestSubscribe[first.key] == headSequence {
+                latestSubscribe[first.key] = nil
+            }
+            headSequence += 1
+            refused.append(Refused(kind: first.key.kind, name: first.key.name, subscribe: first.subscribe, waiters: first.waiters))
+        }
+        return refused
     }
 
     /// The link is gone: forgets everything in flight and returns every waiter (they are

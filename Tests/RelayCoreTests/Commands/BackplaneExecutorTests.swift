@@ -13,6 +13,17 @@ private final class RecordingBackplane: Backplane {
         events.append("+\(kind == .pattern ? "p" : "")\(String(buffer: name))\(first ? " first" : "") by \(client.session.id)")
     }
 
+    /// When set, every SUBSCRIBE/PSUBSCRIBE's confirmations are held in a slot kept here.
+    var holds = false
+    var held: [(names: [String], slot: ReplySlot)] = []
+
+    func holdConfirmations(_ kind: SubscriptionKind, _ names: [ByteBuffer], for client: TestClient) -> ReplySlot? {
+        guard holds else { return nil }
+        let slot = ReplySlot()
+        held.append((names.map { String(buffer: $0) }, slot))
+        return slot
+    }
+
     func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool) {
         events.append("-\(kind == .pattern ? "p" : "")\(String(buffer: name))\(last ? " last" : "")")
     }
@@ -97,5 +108,41 @@ private final class RecordingBackplane: Backplane {
         backplane.events = []
         #expect(run(a, "PUBSUB", "NUMSUB") == "*0\r\n")
         #expect(backplane.events.isEmpty)
+    }
+
+    /// Held confirmations: the command's reply is kept in the slot (only the names the command
+    /// added are named), shown when upstream confirms; on a refusal the undo drops exactly those.
+    @Test func confirmationsAreHeldAndARefusedCommandIsUndone() throws {
+        let a = TestClient(id: 1)
+        _ = run(a, "SUBSCRIBE", "kept")
+        backplane.holds = true
+        backplane.events = []
+        #expect(run(a, "SUBSCRIBE", "kept", "x", "y") == "")
+        #expect(backplane.held.count == 1 && backplane.held[0].names == ["x", "y"])
+        let slot = backplane.held[0].slot
+        #expect(String(buffer: try #require(slot.heldReply)) ==
+            "*3\r\n$9\r\nsubscribe\r\n$4\r\nkept\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:2\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\ny\r\n:3\r\n")
+        executor.undoSubscriptions(.channel, [ByteBuffer(string: "x"), ByteBuffer(string: "y")], of: a)
+        #expect(hub.registry.subscriptionCount(of: a) == 1)
+        #expect(backplane.events == ["+x first by 1", "+y first by 1", "-x last", "-y last"])
+        // Undo after the client left on its own changes nothing.
+        #expect(run(a, "PSUBSCRIBE", "p*") == "")
+        _ = run(a, "RESET")
+        backplane.events = []
+        executor.undoSubscriptions(.pattern, [ByteBuffer(string: "p*")], of: a)
+        #expect(backplane.events.isEmpty && hub.registry.subscriptionCount(of: a) == 0)
+        #expect(!a.session.inPubSubContext)
+    }
+
+    @Test func filledSlotShowsItsHeldReplyUnlessReplaced() {
+        var d = DeferredReplies()
+        let s1 = d.reserve(), s2 = d.reserve()
+        s1.heldReply = ByteBuffer(string: "A")
+        s2.heldReply = ByteBuffer(string: "B")
+        s2.fill(ByteBuffer(string: "E"))
+        s1.fill()
+        var shown = ""
+        d.drain { shown += String(buffer: $0) }
+        #expect(shown == "AE")
     }
 }
