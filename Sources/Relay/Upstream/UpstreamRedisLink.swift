@@ -229,9 +229,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         case .subscriber:
             resubscribe()
         case .publisher:
-            let counts = registry.activeChannels.map { ($0, registry.numberOfSubscribers(channel: $0)) }
-            for command in fleet.takeFullRewrite(counts) { send(pub, command, .bookkeeping) }
-            lastFleetRefresh = Self.now()
+            rewriteFleetCounts(at: Self.now())
             pub.phase = .ready
             updateMode()
         }
@@ -387,8 +385,13 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private func tick() {
         let now = Self.now()
         let limit = UInt64(timeout.nanoseconds)
+        // After a stall of the relay's own loop (a long burst of work, SIGSTOP) the replies may be
+        // sitting unread in the socket: a deadline missed meanwhile says nothing about Redis.
+        let stalled = now - lastTick > 3 * Self.tickNanoseconds
         for link in [sub, pub] where link.phase != .down && link.phase != .connecting {
-            if link.deadline.isOverdue(now: now, timeoutNanoseconds: limit) {
+            if stalled {
+                link.deadline.resume(at: now)
+            } else if link.deadline.isOverdue(now: now, timeoutNanoseconds: limit) {
                 linkFailed(link, "no reply from Redis within \(Self.format(Double(limit) / 1e9)) s (hung, stopped or overloaded)")
             }
         }
@@ -397,9 +400,22 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             send(sub, [Self.arg("PING")], .ping)
         }
         if pub.phase == .ready, now - lastFleetRefresh >= 1_000_000_000 {
-            lastFleetRefresh = now
-            for command in fleet.refresh() { send(pub, command, .bookkeeping) }
+            // Unrefreshed for most of its lifetime (the relay was stalled or stopped): the hash
+            // may have expired in Redis, so it is written whole again.
+            if now - lastFleetRefresh >= UInt64(Self.fleetTTLMilliseconds) * 800_000 {
+                rewriteFleetCounts(at: now)
+            } else {
+                lastFleetRefresh = now
+                for command in fleet.refresh() { send(pub, command, .bookkeeping) }
+            }
         }
+    }
+
+    /// This relay's whole fleet-count hash, from the registry (after a reconnect or a stall).
+    private func rewriteFleetCounts(at now: UInt64) {
+        let counts = registry.activeChannels.map { ($0, registry.numberOfSubscribers(channel: $0)) }
+        for command in fleet.takeFullRewrite(counts) { send(pub, command, .bookkeeping) }
+        lastFleetRefresh = now
     }
 
     // MARK: Replies

@@ -1,4 +1,7 @@
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Parses client requests (RESP multibulk and inline commands) exactly as Redis 7's
 /// `processMultibulkBuffer` / `processInlineBuffer` do, including their error texts.
@@ -71,9 +74,9 @@ public struct RequestParser {
         let view = buffer.readableBytesView
         let consumed: Int?
         if view.first == UInt8(ascii: "*") {
-            consumed = try parseMultibulk(view)
+            consumed = try parseMultibulk(view, buffer)
         } else {
-            consumed = try parseInline(view)
+            consumed = try parseInline(view, buffer)
         }
         guard let consumed else { return nil }
         let base = buffer.readerIndex
@@ -94,35 +97,37 @@ public struct RequestParser {
 
     /// `strchr(p, ch)` from the current line's start (`lineStart`, relative): the index of the
     /// first `ch`, or nil if a NUL or the end comes first. Resumes where the last call stopped.
-    private mutating func findLineEnd(_ ch: UInt8, in view: ByteBufferView, lineStart: Int) -> Int? {
+    private mutating func findLineEnd(_ ch: UInt8, in buffer: ByteBuffer, lineStart: Int) -> Int? {
         if progress.lineHitNul { return nil }
-        let base = view.startIndex
-        let end = view.endIndex
-        var i = base + max(progress.lineScan, lineStart)
-        let start = i
-        defer { bytesScanned &+= i - start }
-        while i < end {
-            let b = view[i]
-            if b == ch {
-                progress.lineScan = i - base
-                return i
-            }
-            if b == 0 {
+        let from = max(progress.lineScan, lineStart)
+        let found: Int? = buffer.withUnsafeReadableBytes { bytes in
+            guard from < bytes.count, let base = bytes.baseAddress else { return nil }
+            let count = bytes.count - from
+            let start = base + from
+            let hit = memchr(start, Int32(ch), count)
+            let searched = hit.map { $0 - UnsafeMutableRawPointer(mutating: start) } ?? count
+            // A NUL before the hit (or before the end) stops C's strchr there.
+            if memchr(start, 0, searched) != nil {
                 progress.lineHitNul = true
                 return nil
             }
-            i += 1
+            bytesScanned &+= searched
+            return hit == nil ? nil : from + searched
         }
-        progress.lineScan = end - base
+        if let found {
+            progress.lineScan = found
+            return found
+        }
+        if !progress.lineHitNul { progress.lineScan = buffer.readableBytes }
         return nil
     }
 
     /// The bytes consumed by a complete multibulk request (its arguments in `progress`), or nil.
-    private mutating func parseMultibulk(_ view: ByteBufferView) throws(ProtocolError) -> Int? {
+    private mutating func parseMultibulk(_ view: ByteBufferView, _ buffer: ByteBuffer) throws(ProtocolError) -> Int? {
         let base = view.startIndex
         let end = view.endIndex
         if progress.remaining == nil {
-            guard let cr = findLineEnd(UInt8(ascii: "\r"), in: view, lineStart: 0) else {
+            guard let cr = findLineEnd(UInt8(ascii: "\r"), in: buffer, lineStart: 0).map({ base + $0 }) else {
                 if end - base > limits.maxInlineLength { throw .tooBigMultibulkCount }
                 return nil
             }
@@ -140,7 +145,7 @@ public struct RequestParser {
         }
         while progress.remaining! > 0 {
             let lineStart = base + progress.position
-            guard let lineEnd = findLineEnd(UInt8(ascii: "\r"), in: view, lineStart: progress.position) else {
+            guard let lineEnd = findLineEnd(UInt8(ascii: "\r"), in: buffer, lineStart: progress.position).map({ base + $0 }) else {
                 if end - lineStart > limits.maxInlineLength { throw .tooBigBulkCount }
                 return nil
             }
@@ -167,10 +172,10 @@ public struct RequestParser {
     }
 
     /// The bytes consumed by a complete inline request (its words in `inlineWords`), or nil.
-    private mutating func parseInline(_ view: ByteBufferView) throws(ProtocolError) -> Int? {
+    private mutating func parseInline(_ view: ByteBufferView, _ buffer: ByteBuffer) throws(ProtocolError) -> Int? {
         let base = view.startIndex
         let end = view.endIndex
-        guard let newline = findLineEnd(UInt8(ascii: "\n"), in: view, lineStart: 0) else {
+        guard let newline = findLineEnd(UInt8(ascii: "\n"), in: buffer, lineStart: 0).map({ base + $0 }) else {
             if end - base > limits.maxInlineLength { throw .tooBigInlineRequest }
             return nil
         }

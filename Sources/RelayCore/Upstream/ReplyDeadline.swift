@@ -5,6 +5,8 @@ import DequeModule
 /// order, so a FIFO of send times is enough. Times are monotonic nanoseconds, injected.
 public struct ReplyDeadline: Sendable {
     private var sentAt: Deque<UInt64> = []
+    /// No request counts as sent before this (see `resume`).
+    private var notBefore: UInt64 = 0
 
     public init() {}
 
@@ -22,9 +24,17 @@ public struct ReplyDeadline: Sendable {
 
     public var outstanding: Int { sentAt.count }
 
+    /// The relay itself was not running (a long burst of work, SIGSTOP): requests queued
+    /// meanwhile were written only now, and answers may sit unread, so the peer gets its whole
+    /// timeout again from `now`.
+    public mutating func resume(at now: UInt64) {
+        notBefore = now
+    }
+
     /// Whether the oldest unanswered request is older than `timeout`.
     public func isOverdue(now: UInt64, timeoutNanoseconds: UInt64) -> Bool {
-        guard let oldest = sentAt.first else { return false }
+        guard let first = sentAt.first else { return false }
+        let oldest = max(first, notBefore)
         return now >= oldest && now - oldest > timeoutNanoseconds
     }
 }

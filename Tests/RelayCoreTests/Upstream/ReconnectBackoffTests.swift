@@ -63,4 +63,13 @@ import Testing
         #expect(d.outstanding == 0)
         #expect(!d.isOverdue(now: 100_000, timeoutNanoseconds: 1_000))
     }
+
+    @Test func aStallOfTheRelayRestartsTheClock() {
+        var d = ReplyDeadline()
+        d.sent(at: 1_000)
+        #expect(d.isOverdue(now: 5_000, timeoutNanoseconds: 1_000))
+        d.resume(at: 5_000)
+        #expect(!d.isOverdue(now: 5_900, timeoutNanoseconds: 1_000))
+        #expect(d.isOverdue(now: 6_001, timeoutNanoseconds: 1_000))
+    }
 }
