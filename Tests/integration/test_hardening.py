@@ -391,3 +391,23 @@ def test_hostile_upstream_is_dropped_at_the_header(relay_factory, hostile, then_
         assert "Redis sent more than the relay accepts" in relay.stderr()
     finally:
         fake.stop()
+
+
+# ---- 7. inline requests have the same limits as multibulk ones --------------------------------------
+
+@pytest.mark.parametrize("line,reason", [
+    (b"PUBLISH news " + b"x" * 60_000 + b"\r\n", "bulk_over_max_message_bytes"),
+    (b"SUBSCRIBE " + b" ".join(b"c%d" % i for i in range(20)) + b"\r\n", "over_max_arguments"),
+], ids=["long-argument", "many-arguments"])
+def test_inline_requests_obey_the_request_limits(relay_factory, line, reason):
+    relay = relay_factory({"RELAY_MAX_MESSAGE_BYTES": "1kb", "RELAY_MAX_ARGUMENTS": "16"})
+    listener = sub(relay.socket, "SUBSCRIBE", "news")
+    with Conn(relay.socket) as c:
+        c.send(line)
+        data, closed = c.read_until_close(5)
+    assert closed and data.startswith(b"-ERR Protocol error: invalid "), data[:200]
+    # Nothing was delivered, and everyone else carries on.
+    assert Conn(relay.socket).call("PUBLISH", "news", "after") == 1
+    expect_msgs(listener, [msg("news", "after")], what="subscriber after the refused inline request")
+    stats = relay_info(relay.socket, "stats")
+    assert int(stats["protocol_errors_" + reason]) == 1, stats

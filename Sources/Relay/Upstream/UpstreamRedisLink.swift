@@ -385,13 +385,13 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private func tick() {
         let now = Self.now()
         let limit = UInt64(timeout.nanoseconds)
-        // After a stall of the relay's own loop (a long burst of work, SIGSTOP) the replies may be
-        // sitting unread in the socket: a deadline missed meanwhile says nothing about Redis.
+        // Redis is hung when it has been silent for the timeout with a request outstanding. After a
+        // stall of the relay's own loop (a long burst of work, SIGSTOP) its replies may be sitting
+        // unread in the socket: a deadline missed meanwhile says nothing about Redis.
         let stalled = now - lastTick > 3 * Self.tickNanoseconds
         for link in [sub, pub] where link.phase != .down && link.phase != .connecting {
-            if stalled {
-                link.deadline.resume(at: now)
-            } else if link.deadline.isOverdue(now: now, timeoutNanoseconds: limit) {
+            link.deadline.resume(at: stalled ? now : link.connection?.lastReadNanoseconds ?? 0)
+            if !stalled, link.deadline.isOverdue(now: now, timeoutNanoseconds: limit) {
                 linkFailed(link, "no reply from Redis within \(Self.format(Double(limit) / 1e9)) s (hung, stopped or overloaded)")
             }
         }
@@ -567,6 +567,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         sub.deadline.answered()
         var errorLine = ByteBuffer()
         reply.write(asRESP: .resp2, into: &errorLine)
+        // Names queued for this tick are in the ledger already: they go out before the retries.
+        flushRun()
         for entry in refused {
             if count > 1, entry.subscribe, holdsLocally(entry.kind, entry.name) {
                 ledger.sent(entry.kind, entry.name, subscribe: true)

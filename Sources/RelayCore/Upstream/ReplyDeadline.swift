@@ -1,7 +1,7 @@
 import DequeModule
 
 /// When the oldest unanswered request on an upstream link was sent, to declare a hung peer dead
-/// (a SIGSTOPped Redis keeps its sockets open and answers nothing). Requests are answered in
+/// (a SIGSTOPped Redis keeps its sockets open and sends nothing) when it stays silent that long. Requests are answered in
 /// order, so a FIFO of send times is enough. Times are monotonic nanoseconds, injected.
 public struct ReplyDeadline: Sendable {
     private var sentAt: Deque<UInt64> = []
@@ -24,11 +24,11 @@ public struct ReplyDeadline: Sendable {
 
     public var outstanding: Int { sentAt.count }
 
-    /// The relay itself was not running (a long burst of work, SIGSTOP): requests queued
-    /// meanwhile were written only now, and answers may sit unread, so the peer gets its whole
-    /// timeout again from `now`.
+    /// No request counts as sent before `now`: the peer was heard from then (any bytes — a peer
+    /// busy sending is not hung, even if the relay is slow to read its answers), or the relay
+    /// itself was not running (a long burst of work, SIGSTOP) and answers may sit unread.
     public mutating func resume(at now: UInt64) {
-        notBefore = now
+        notBefore = max(notBefore, now)
     }
 
     /// Whether the oldest unanswered request is older than `timeout`.

@@ -72,4 +72,22 @@ private final class Ledger<W> {
         #expect(l.wait(.channel, "d", 9))
         #expect(try l.confirmed(.channel, "d") == [9])
     }
+
+    /// Redis refused the oldest command as a whole: its names come back in order, with their
+    /// waiters, and are no longer pending; later commands are untouched.
+    @Test func aRefusedCommandHandsBackItsNames() throws {
+        let l = Ledger<String>()
+        l.sent(.channel, "ok")
+        l.sent(.channel, "secret")
+        l.sent(.pattern, "later*")
+        #expect(l.wait(.channel, "secret", "client1"))
+        #expect(l.wait(.pattern, "later*", "client2"))
+        let refused = try l.l.refuseOldest(2)
+        #expect(refused.map { String(buffer: $0.name) } == ["ok", "secret"])
+        #expect(refused.map(\.waiters) == [[], ["client1"]])
+        #expect(refused.allSatisfy { $0.subscribe && $0.kind == .channel })
+        #expect(!l.pending(.channel, "secret") && l.pending(.pattern, "later*"))
+        #expect(try l.confirmed(.pattern, "later*") == ["client2"])
+        #expect(throws: UpstreamSubscriptionLedger<String>.Mismatch.self) { try l.l.refuseOldest(1) }
+    }
 }
