@@ -131,6 +131,10 @@ public struct RequestParser {
                 if end - base > limits.maxInlineLength { throw .tooBigMultibulkCount }
                 return nil
             }
+            // Redis refuses once more than 64 KiB sit without a '\r' (reading 16 KiB at a time),
+            // so a longer count line is refused even when its '\r' came in the same read — the
+            // same answer however the bytes were split into reads.
+            if cr - base > limits.maxInlineLength { throw .tooBigMultibulkCount }
             // Redis only checks that one more byte follows the '\r' and skips it, whatever it is.
             if cr - base > (end - base) - 2 { return nil }
             guard let count = RedisInteger.parse(view[(base + 1)..<cr]), count <= Int64(Int32.max) else {
@@ -149,6 +153,7 @@ public struct RequestParser {
                 if end - lineStart > limits.maxInlineLength { throw .tooBigBulkCount }
                 return nil
             }
+            if lineEnd - lineStart > limits.maxInlineLength { throw .tooBigBulkCount }
             if lineEnd - lineStart > (end - lineStart) - 2 { return nil }
             let marker = view[lineStart]
             guard marker == UInt8(ascii: "$") else { throw .expectedDollar(got: marker) }

@@ -305,6 +305,18 @@ private let crlf = Array("\r\n".utf8)
         #expect(error?.replyBytes == Array("-ERR Protocol error: too big mbulk count string\r\n".utf8))
     }
 
+    /// An over-long count line gets the same error whether its '\r' came in the same read or
+    /// later (found by the fuzzer: the answer depended on how reads split the line).
+    @Test func overLongCountLinesAreRefusedWhateverTheReads() throws {
+        let limits = RequestParser.Limits(maxInlineLength: 256)
+        let count = Array("*".utf8) + [UInt8](repeating: UInt8(ascii: "1"), count: 300) + Array("\r\n".utf8)
+        #expect(parseError(count, limits: limits) == .tooBigMultibulkCount)
+        #expect(throws: ProtocolError.tooBigMultibulkCount) { try parseFed(count, chunk: 15, limits: limits) }
+        let bulk = Array("*1\r\n$".utf8) + [UInt8](repeating: UInt8(ascii: "4"), count: 300) + Array("\r\n".utf8)
+        #expect(parseError(bulk, limits: limits) == .tooBigBulkCount)
+        #expect(throws: ProtocolError.tooBigBulkCount) { try parseFed(bulk, chunk: 9, limits: limits) }
+    }
+
     @Test func bulkCountLineWithoutCR() throws {
         let head = Array("*2\r\n$4\r\nECHO\r\n".utf8)
         let digits = [UInt8](repeating: UInt8(ascii: "1"), count: 64 * 1024 - 1)
