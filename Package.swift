@@ -37,7 +37,7 @@ let package = Package(
             name: "CLibpq",
             providers: [.apt(["libpq-dev"])]
         ),
-        // glibc's <malloc.h> (mallopt), which the Glibc module does not export.
+        // glibc's <malloc.h> (mallopt, malloc_trim), which the Glibc module does not export.
         .systemLibrary(name: "CGlibcMalloc"),
         // Pure logic, no I/O: RESP codec, glob matcher, subscription registry, commands, config.
         .target(
@@ -56,13 +56,13 @@ let package = Package(
                 "RelayCore",
                 "CHiredis",
                 "CLibpq",
+                "CGlibcMalloc",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: hotPathSettings
@@ -71,7 +71,6 @@ let package = Package(
             name: "pubsub-relay",
             dependencies: [
                 "Relay",
-                "CGlibcMalloc",
                 "RelayCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -82,7 +81,6 @@ let package = Package(
         .executableTarget(
             name: "relay-bench",
             dependencies: [
-                "RelayCore",
                 "CLibpq",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -98,10 +96,8 @@ let package = Package(
         .testTarget(
             name: "RelayTests",
             dependencies: [
-                "RelayCore",
                 "CHiredis",
                 "CLibpq",
-                .product(name: "NIOCore", package: "swift-nio"),
             ],
             linkerSettings: [.linkedLibrary("pq")]
         ),

@@ -271,8 +271,19 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
             state.logger.warning(
                 "closing subscriber: output held behind upstream replies passed the hard RELAY_CLIENT_BUFFER_LIMIT",
                 metadata: ["client": "\(session.id)", "held": "\(deferred.heldBytes)", "hard": "\(hard)"])
-            close()
+            closeAfterFanOut()
         }
+    }
+
+    /// A close that may be asked from inside the hub's fan-out (this runs as a message is
+    /// delivered): the client drops everything from now on, and the channel is closed — which
+    /// fires `channelInactive` and removes its subscriptions — only once the fan-out is over,
+    /// as Redis's `freeClientAsync`.
+    private func closeAfterFanOut() {
+        isClosing = true
+        pending = nil
+        deferred.removeAll()
+        state.hub.whenNotFanningOut { [self] in context?.close(promise: nil) }
     }
 
     @inline(__always)

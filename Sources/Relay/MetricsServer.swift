@@ -20,6 +20,13 @@ final class MetricsServer: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Logged, not counted: the counters live on the relay's loop, and at the open-file
+            // limit the relay socket reports the episode too.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoff(listenerName: "RELAY_METRICS_ADDR", logger: logger))
+                }
+            }
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
                     channel.pipeline.addHandler(MetricsHTTPHandler(metrics: metrics, snapshot: snapshot))

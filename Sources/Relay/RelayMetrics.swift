@@ -25,6 +25,8 @@ public final class RelayMetrics: Sendable {
     private let disconnectsSecurity: Prometheus.Counter
     private let rejectedUnknown: Prometheus.Counter
     private let rejectedOther: Prometheus.Counter
+    private let acceptErrorsFDLimit: Prometheus.Counter
+    private let acceptErrorsNoMemory: Prometheus.Counter
     private let upstreamUpRedis: Prometheus.Gauge
     private let upstreamUpPostgres: Prometheus.Gauge
     private let reconnectsRedis: Prometheus.Counter
@@ -66,6 +68,9 @@ public final class RelayMetrics: Sendable {
         let rHelp = "Commands answered with an error, by reason."
         rejectedUnknown = registry.makeCounter(name: p + "commands_rejected_total", labels: [("reason", "unknown_command")], help: rHelp)
         rejectedOther = registry.makeCounter(name: p + "commands_rejected_total", labels: [("reason", "rejected")], help: rHelp)
+        let aHelp = "accept(2) attempts on the relay socket refused (accepting pauses meanwhile), by reason."
+        acceptErrorsFDLimit = registry.makeCounter(name: p + "accept_errors_total", labels: [("reason", "fd_limit")], help: aHelp)
+        acceptErrorsNoMemory = registry.makeCounter(name: p + "accept_errors_total", labels: [("reason", "no_memory")], help: aHelp)
         let upHelp = "1 when the upstream link is up (0 when down or not configured)."
         upstreamUpRedis = registry.makeGauge(name: p + "upstream_up", labels: [("upstream", "redis")], help: upHelp)
         upstreamUpPostgres = registry.makeGauge(name: p + "upstream_up", labels: [("upstream", "postgres")], help: upHelp)
@@ -144,6 +149,8 @@ public final class RelayMetrics: Sendable {
             advance(disconnectsSecurity, "security", s.securityDisconnects)
             advance(rejectedUnknown, "unknown", s.unknownCommands)
             advance(rejectedOther, "rejected", s.rejectedCommands)
+            advance(acceptErrorsFDLimit, "accept_fd_limit", s.acceptErrorsFDLimit)
+            advance(acceptErrorsNoMemory, "accept_no_memory", s.acceptErrorsNoMemory)
             for (reason, count) in s.protocolErrors {
                 if let counter = protocolErrors[reason] { advance(counter, "protocol_error_" + reason, count) }
             }

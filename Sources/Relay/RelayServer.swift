@@ -23,6 +23,8 @@ public final class RelayServer: Sendable {
     private let metricsServer: MetricsServer?
     /// How long SIGTERM waits for clients to take their pending output before closing them.
     public static let shutdownFlushTimeout = TimeAmount.seconds(5)
+    /// How long SIGTERM waits for the Postgres listener's thread to close its connection.
+    static let postgresStopTimeout = TimeAmount.seconds(5)
 
     public var eventLoop: EventLoop { group.next() }
 
@@ -48,6 +50,19 @@ public final class RelayServer: Sendable {
             }
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 1024)
+                // Bound and activated sockets alike: at the open-file limit, pause accepting
+                // rather than spin on the readable listening socket.
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let backoff = AcceptBackoff(listenerName: "RELAY_SOCKET", logger: logger) { reason in
+                            switch reason {
+                            case .fdLimit: state.value.stats.acceptErrorsFDLimit += 1
+                            case .noMemory: state.value.stats.acceptErrorsNoMemory += 1
+                            }
+                        }
+                        try channel.pipeline.syncOperations.addHandler(backoff)
+                    }
+                }
                 .childChannelOption(.maxMessagesPerRead, value: 4)
                 // Each channel keeps its receive buffer for reuse: start small so that an idle
                 // subscriber costs little; the allocator grows it for clients that send bursts.
@@ -86,6 +101,7 @@ public final class RelayServer: Sendable {
             }
 
             try loop.submit {
+                loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in state.value.idleTick() }
                 state.value.isServing = true
                 state.value.backplane?.start()
                 state.value.postgres?.start()
@@ -216,10 +232,30 @@ public final class RelayServer: Sendable {
         }
         try? drained.wait()
         timeout.cancel()
-        try? loop.submit {
-            state.value.postgres?.stop()
-            state.value.backplane?.stop()
-        }.wait()
+        // The Postgres listener's thread ends off the loop, which meanwhile sends the lease
+        // release; the backplane is closed after that (bounded: a thread stuck in libpq does
+        // not hold the exit).
+        let postgresStopped: EventLoopFuture<Void> = loop.flatSubmit {
+            guard let postgres = state.value.postgres else { return loop.makeSucceededVoidFuture() }
+            let done = loop.makePromise(of: Void.self)
+            let finished = NIOLoopBoundBox(false, eventLoop: loop)
+            let deadline = loop.scheduleTask(in: Self.postgresStopTimeout) {
+                guard !finished.value else { return }
+                finished.value = true
+                logger.warning("postgres listener thread did not end in time; exiting without waiting for it",
+                               metadata: ["waited_seconds": "\(Self.postgresStopTimeout.nanoseconds / 1_000_000_000)"])
+                done.succeed(())
+            }
+            postgres.stop().whenComplete { _ in
+                deadline.cancel()
+                guard !finished.value else { return }
+                finished.value = true
+                done.succeed(())
+            }
+            return done.futureResult
+        }
+        try? postgresStopped.wait()
+        try? loop.submit { state.value.backplane?.stop() }.wait()
         metricsServer?.stop()
         try? group.syncShutdownGracefully()
         logger.info("stopped")

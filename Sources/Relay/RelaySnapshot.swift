@@ -19,6 +19,9 @@ struct RelaySnapshot: Sendable {
     var slowConsumerDisconnects: Int
     var queryBufferDisconnects: Int
     var securityDisconnects: Int
+    /// Refused accepts on the relay socket (`AcceptBackoff`).
+    var acceptErrorsFDLimit = 0
+    var acceptErrorsNoMemory = 0
     /// nil when no backplane is configured.
     var redis: RedisLinkStatus?
     /// nil when no Postgres bridge is configured.

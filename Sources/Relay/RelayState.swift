@@ -28,11 +28,13 @@ final class RelayState {
     private(set) var backplane: UpstreamRedisLink?
     /// The Postgres bridge when `DATABASE_URL` is set.
     private(set) var postgres: PostgresBridge?
+    private let heapTrim: IdleHeapTrim
 
     init(config: RelayConfig, socketPath: String, eventLoop: EventLoop, logger: Logger) {
         self.config = config
         self.socketPath = socketPath
         self.logger = logger
+        self.heapTrim = IdleHeapTrim(logger: logger)
         self.hub = PubSubHub(stats: stats)
         self.executor = CommandExecutor(hub: hub)
         self.flusher = OutputFlusher(eventLoop: eventLoop, stats: stats)
@@ -64,6 +66,14 @@ final class RelayState {
         for client in clients.values { client.updateLimits(parserLimits) }
     }
 
+    /// Once a second (a timer on this loop): the heap is trimmed when the relay has been quiet.
+    func idleTick() {
+        heapTrim.tick(IdleHeapTrim.Activity(
+            commands: stats.commandsProcessed,
+            messagesIn: stats.messagesFromRedis + stats.messagesFromPostgres + (postgres?.notificationsReceived ?? 0),
+            connections: stats.connectionsReceived, clients: clients.count))
+    }
+
     /// The systemd STATUS= line, checked every second: cheap (no walk over the subscriptions).
     var statusLine: String {
         RelaySnapshot.statusLine(isServing: isServing, clients: clients.count, redis: backplane?.isForwarding,
@@ -84,6 +94,7 @@ final class RelayState {
             rejectedCommands: stats.rejectedCommands, protocolErrors: stats.protocolErrors,
             slowConsumerDisconnects: stats.slowConsumerDisconnects,
             queryBufferDisconnects: stats.queryBufferDisconnects, securityDisconnects: stats.securityDisconnects,
+            acceptErrorsFDLimit: stats.acceptErrorsFDLimit, acceptErrorsNoMemory: stats.acceptErrorsNoMemory,
             redis: backplane?.status, postgres: postgres?.status)
     }
 
@@ -209,6 +220,8 @@ final class RelayState {
             "slow_consumer_disconnects:\(stats.slowConsumerDisconnects)",
             "query_buffer_disconnects:\(stats.queryBufferDisconnects)",
             "security_disconnects:\(stats.securityDisconnects)",
+            "accept_errors_fd_limit:\(stats.acceptErrorsFDLimit)",
+            "accept_errors_no_memory:\(stats.acceptErrorsNoMemory)",
         ]
         for (reason, count) in stats.protocolErrors.sorted(by: { $0.key < $1.key }) {
             lines.append("protocol_errors_\(reason):\(count)")

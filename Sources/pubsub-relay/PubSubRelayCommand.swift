@@ -1,5 +1,4 @@
 import ArgumentParser
-import CGlibcMalloc
 import Dispatch
 import FoundationEssentials
 #if canImport(Glibc)
@@ -124,10 +123,8 @@ struct Run: ParsableCommand {
         let metrics = RelayMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
 
-        // Fan-out allocates each subscriber's batch buffer in a tick and frees them all when the
-        // tick's writes complete; with glibc's default 128 KiB trim threshold the heap top went
-        // back to the kernel every tick and was faulted in again (8% of fan-out CPU, profiled).
-        _ = mallopt(M_TRIM_THRESHOLD, 32 << 20)
+        // glibc keeps a burst's freed memory while busy and returns it once quiet (HeapPolicy).
+        HeapPolicy.apply()
 
         // Signals are handled on a queue, never in async-signal context.
         for sig in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { signal(sig, SIG_IGN) }
@@ -178,7 +175,26 @@ struct CheckConfig: ParsableCommand {
 
     func run() throws {
         let config = options.loadConfig().config
-        print("configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8)), local mode")
+        print(Self.summary(config))
+    }
+
+    /// What the relay would run with `config`, in one line; connection strings with their
+    /// passwords masked, as the relay logs them.
+    static func summary(_ config: RelayConfig) -> String {
+        var parts = ["configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8))"]
+        if let redis = config.redisURL {
+            parts.append("redis backplane \(redis.redacted) (namespace '\(config.namespace)')")
+        } else {
+            parts.append("local mode (no REDIS_URL)")
+        }
+        if let database = config.databaseURL {
+            let shown = ConnectionSecrets.masking(ConnectionSecrets.password(in: database, bareCredentialIsPassword: false), in: database)
+            let how = config.redisURL == nil
+                ? "without a backplane: every relay LISTENs and delivers to its own subscribers"
+                : "one leader per fleet LISTENs and publishes to Redis (lease '\(config.namespace):pg-leader', ttl \(config.leaderTTLMilliseconds) ms)"
+            parts.append("postgres bridge \(shown) on channels \(config.pgChannels.joined(separator: ",")) (prefix '\(config.pgPrefix)'), \(how)")
+        }
+        return parts.joined(separator: "; ")
     }
 }
 

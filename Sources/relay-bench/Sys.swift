@@ -37,10 +37,6 @@ func sleepUntil(_ deadline: UInt64) {
     }
 }
 
-func sleepSeconds(_ s: Double) {
-    sleepUntil(monoNanos() + UInt64(max(0, s) * 1e9))
-}
-
 /// Tries to make the main thread's timers precise (default slack is 50 µs). Best effort.
 /// (/proc/self/timerslack_ns is the main thread's, whose TID is the PID.)
 func reduceMainThreadTimerSlack() {

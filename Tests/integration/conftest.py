@@ -301,7 +301,7 @@ def any_server(request):
     return request.getfixturevalue("relay_or_selftest")
 
 
-# ---- Redis backplane helpers (issue 3) ----------------------------------------------------------
+# ---- Redis backplane helpers ----------------------------------------------------------------------
 #
 # `RedisAt`: a redis-server on a chosen Unix socket path that can be SIGKILLed / SIGSTOPped and
 # started again on the same path (fault tests). `relay_info` / `wait_redis_state`: bounded polls of

@@ -155,7 +155,7 @@ def pg_db(postgres_server):
         conn.execute("DROP DATABASE %s WITH (FORCE)" % name)
 
 
-# ---- a PostgreSQL that can be stopped and started again (issue 4, bridge fault tests) -------------
+# ---- a PostgreSQL that can be stopped and started again (bridge fault tests) ---------------------
 
 class RestartablePostgres(PostgresServer):
     """A PostgreSQL of its own (initdb once) on a private socket directory, which can be stopped

@@ -1,4 +1,4 @@
-"""Real clients against the relay (issue 2): redis-cli -s, and redis-py over unix_socket_path in
+"""Real clients against the relay: redis-cli -s, and redis-py over unix_socket_path in
 RESP2 and RESP3. Every test also runs against redis-server itself (`[redis]` ids) as the
 reference, so a failure only on `[relay]` is a relay bug, not a test bug."""
 from __future__ import annotations

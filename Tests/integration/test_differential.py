@@ -1,5 +1,5 @@
 """Differential tests: the same raw bytes to redis-server 7 and to the relay, replies compared
-byte for byte (DESIGN §3.1, issue 2 "Differential").
+byte for byte (README, "Commands": replies are byte-for-byte those of Redis 7.0).
 
 Each case is a script of steps over one or more fresh connections ("a", "b", "c"): send bytes,
 read N complete RESP frames, read until the server closes, or check that nothing arrives.
@@ -682,7 +682,7 @@ def test_relay_only_client_info(relay_sock):
 
 
 def test_relay_only_info_sections(relay_sock):
-    """INFO has the relay's own sections (DESIGN §4): server, clients, upstreams, stats."""
+    """INFO has the relay's own sections (README, "Commands"): server, clients, upstreams, stats."""
     with Conn(relay_sock) as conn:
         info = conn.call("INFO")
         assert isinstance(info, bytes), info
@@ -749,7 +749,8 @@ def _stats(sock):
 
 
 def test_relay_only_bad_input_counted_and_logged(relay_or_selftest):
-    """DESIGN §3.8: each bad input gets a log line and a counter; other clients unaffected."""
+    """README, "Bad input and slow consumers": each bad input gets a log line and a counter; other
+    clients unaffected."""
     relay = relay_or_selftest
     if relay.kind != "relay":
         pytest.skip("relay-only test")

@@ -1,4 +1,4 @@
-"""Process lifecycle, socket handling and configuration of the relay (issue 2, items 2, 7, 8)."""
+"""Process lifecycle, socket handling and configuration of the relay."""
 from __future__ import annotations
 
 import os
@@ -274,7 +274,7 @@ def test_socket_group_unknown_exit_78(relay_factory):
     assert len(lines) == 1 and "RELAY_SOCKET_GROUP" in lines[0], lines
 
 
-# ---- input caps (DESIGN §3.8): a -ERR, a disconnect for protocol errors, others unaffected ------
+# ---- input caps (README, "Bad input and slow consumers"): a -ERR, a disconnect, others unaffected
 
 def test_max_arguments_and_message_bytes(relay_factory):
     relay = relay_factory({"RELAY_MAX_ARGUMENTS": "10", "RELAY_MAX_MESSAGE_BYTES": "1kb"})

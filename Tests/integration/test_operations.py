@@ -1,4 +1,4 @@
-"""Operations features of the relay (issue 5): sd_notify (READY/STATUS/WATCHDOG/STOPPING/RELOADING),
+"""Operations features of the relay: sd_notify (READY/STATUS/WATCHDOG/STOPPING/RELOADING),
 the DEBUG SLEEP test hook, socket activation, Prometheus metrics and /health, SIGTERM with many
 clients and pending output, SIGHUP reload of an env file, bad configuration, journald and JSON logs.
 
@@ -584,6 +584,7 @@ SPEC_METRICS = [
     ("pubsub_relay_disconnects_total", "counter", None),
     ("pubsub_relay_protocol_errors_total", "counter", None),
     ("pubsub_relay_commands_rejected_total", "counter", None),
+    ("pubsub_relay_accept_errors_total", "counter", ("reason", ["fd_limit", "no_memory"])),
     ("pubsub_relay_upstream_up", "gauge", ("upstream", ["redis", "postgres"])),
     ("pubsub_relay_upstream_reconnects_total", "counter", None),
     ("pubsub_relay_leader", "gauge", None),

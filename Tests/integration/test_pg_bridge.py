@@ -1,4 +1,4 @@
-"""The Postgres bridge (issue 4, DESIGN §3.5, §3.6, §6): PostgreSQL NOTIFY on configured channels
+"""The Postgres bridge (README, "The Postgres bridge"): PostgreSQL NOTIFY on configured channels
 becomes relay channel `${RELAY_PG_PREFIX}<channel>`, delivered to local subscribers (no Redis, or
 Redis down) or published to the Redis backplane by exactly one leader relay.
 
@@ -10,7 +10,7 @@ client is the point. Where order matters, a direct psycopg LISTEN connection rec
 which PostgreSQL itself delivered the notifications, and every relay subscriber must match it.
 Every loop and wait is bounded in count and time.
 
-Covered (issue 4's list, and two lease-safety cases): the generated trigger end to end; payloads
+Covered (the README's promises, and two lease-safety cases): the generated trigger end to end; payloads
 byte for byte, rolled-back NOTIFYs, commit order; 3 relays + Redis, 10 000 notifications from 2
 writers once each in PostgreSQL's order with one leader; leader kill -9 and takeover within TTL +
 1 s; a paused leader resumed after the takeover, a stolen lease; pg_terminate_backend and a
@@ -1059,7 +1059,7 @@ def test_paused_leader_resumed_after_takeover_publishes_nothing_twice(pg_db, rel
                                                                        collectors):
     """A leader frozen (SIGSTOP: a VM pause, a long GC) past its lease: another relay takes over;
     when the old one resumes, what its Postgres connection buffered meanwhile must not be published
-    a second time — one publisher per notification (DESIGN §3.5)."""
+    a second time — one publisher per notification (README, "Once per fleet")."""
     r = redis_at_factory()
     relays = [relay_factory(pg_env(pg_db.conninfo, "ev", REDIS_URL=unix_url(r.socket), RELAY_LEADER_TTL="2s"))
               for _ in range(3)]

@@ -1,4 +1,4 @@
-"""Slow consumer (DESIGN §3.7, issue 2): a subscriber that never reads is cut off at the output
+"""Slow consumer (README, "Bad input and slow consumers"): a subscriber that never reads is cut off at the output
 buffer limit while another subscriber of the same channel keeps receiving everything in order,
 and the relay's memory stays bounded.
 

@@ -1,4 +1,4 @@
-"""`pubsub-relay sql trigger` (issue 4, Postgres bridge): the printed SQL applied with psql to a real
+"""`pubsub-relay sql trigger` (README, "Postgres triggers"): the printed SQL applied with psql to a real
 PostgreSQL 15, row changes received by a real LISTEN client (psycopg 3).
 
 What is checked: the script applies, and applies again without change (one trigger, one

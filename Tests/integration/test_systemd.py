@@ -1,4 +1,4 @@
-"""systemd units, install and uninstall (issue 5, items 1 and 7).
+"""systemd units, install and uninstall (README, "Running it as a service").
 
 * The units pass `systemd-analyze verify` with the binary path they name: the real files are
   copied unchanged into a temporary root (`--root=`, supported by systemd 252's verify) that holds
@@ -319,7 +319,7 @@ def unit_address_families() -> list[str]:
     return " ".join(values(parse_unit(SERVICE), "Service", "RestrictAddressFamilies")).split()
 
 
-# What the relay does, by name (issue 5's brief): the filter must allow all of it.
+# What the relay does, by name: the unit's system-call filter must allow all of it.
 RELAY_SYSCALLS = """
     socket bind listen accept4 connect getsockname getpeername setsockopt getsockopt shutdown
     sendmsg sendto recvmsg recvfrom read write readv writev close

@@ -2,7 +2,7 @@ import Logging
 import NIOCore
 import RelayCore
 
-/// Postgres notifications as relay channels (DESIGN §3.5, issue 4). Decides when this relay
+/// Postgres notifications as relay channels (README, "The Postgres bridge"). Decides when this relay
 /// LISTENs and where each notification goes:
 ///
 /// * no backplane, or Redis down for this relay (neither connection up: degraded): LISTEN, deliver
@@ -22,6 +22,7 @@ final class PostgresBridge {
     /// `${RELAY_PG_PREFIX}<channel>` for each configured channel, by the listener's index.
     private let relayChannels: [ByteBuffer]
     private var logger: Logger { state.logger }
+    private let eventLoop: EventLoop
 
     private(set) var listening = false
     private(set) var notificationsReceived = 0
@@ -38,6 +39,7 @@ final class PostgresBridge {
     init(config: RelayConfig, conninfo: String, state: RelayState, backplane: UpstreamRedisLink?, eventLoop: EventLoop) {
         self.state = state
         self.backplane = backplane
+        self.eventLoop = eventLoop
         self.relayChannels = config.pgChannels.map { ByteBuffer(string: config.pgPrefix + $0) }
         if let backplane {
             lease = LeaderLease(namespace: config.namespace, holder: backplane.relayID, ttlMilliseconds: config.leaderTTLMilliseconds)
@@ -77,10 +79,12 @@ final class PostgresBridge {
         updateWanted()
     }
 
-    /// Shutdown: hands the lease over at once and closes the connection.
-    func stop() {
+    /// Shutdown: hands the lease over at once (the release is queued on the backplane, which
+    /// the loop keeps serving) and asks the listener to close the connection; the future
+    /// completes when its thread has ended.
+    func stop() -> EventLoopFuture<Void> {
         if isLeader, let lease, let backplane { backplane.request(lease.releaseCommand) { _ in } }
-        listener.stop()
+        return listener.stop(on: eventLoop)
     }
 
     /// LISTEN while this relay is the one that must: the leader, or every relay when there is no

@@ -44,7 +44,9 @@ final class PostgresListener: @unchecked Sendable {
     /// A pipe that interrupts the thread's poll (wanted changed, stop).
     private let wakeFD: Int32
     private let wakeWriteFD: Int32
-    private var thread: pthread_t?
+    /// Whether the thread was started, whether it has ended, and who waits for its end. The
+    /// thread is detached: nobody joins it, so stopping never blocks the event loop.
+    private let lifecycle = NIOLockedValueBox((started: false, ended: false, waiters: [EventLoopPromise<Void>]()))
 
     /// `conninfo` is DATABASE_URL as given; libpq expands it after the relay's defaults, so the
     /// user's settings win.
@@ -101,15 +103,26 @@ final class PostgresListener: @unchecked Sendable {
     }
 
     func start() {
+        lifecycle.withLockedValue { $0.started = true }
         let box = Unmanaged.passRetained(self)
         var t = pthread_t()
         let rc = pthread_create(&t, nil, { arg in
             let listener = Unmanaged<PostgresListener>.fromOpaque(arg!).takeRetainedValue()
             listener.run()
+            listener.threadEnded()
             return nil
         }, box.toOpaque())
         precondition(rc == 0, "pthread_create: \(rc)")
-        thread = t
+        pthread_detach(t)
+    }
+
+    private func threadEnded() {
+        let waiters = lifecycle.withLockedValue { state -> [EventLoopPromise<Void>] in
+            state.ended = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for promise in waiters { promise.succeed(()) }
     }
 
     /// Whether the relay should be listening now (leader, no backplane, or degraded).
@@ -131,12 +144,19 @@ final class PostgresListener: @unchecked Sendable {
         if changed { wake() }
     }
 
-    /// Closes the connection and ends the thread (waits for it).
-    func stop() {
+    /// Asks the thread to close the connection and end. The future (on `loop`) completes once it
+    /// has — at once if it never ran; the caller waits for it off the event loop.
+    func stop(on loop: EventLoop) -> EventLoopFuture<Void> {
         control.withLockedValue { $0.stopping = true }
         wake()
-        if let thread { pthread_join(thread, nil) }
-        thread = nil
+        let promise = loop.makePromise(of: Void.self)
+        let running = lifecycle.withLockedValue { state -> Bool in
+            guard state.started && !state.ended else { return false }
+            state.waiters.append(promise)
+            return true
+        }
+        if !running { promise.succeed(()) }
+        return promise.futureResult
     }
 
     private func wake() {

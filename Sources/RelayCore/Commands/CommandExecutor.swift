@@ -284,9 +284,15 @@ public final class CommandExecutor<Client: RelayClient> {
         leavePubSubContextIfIdle(client)
     }
 
-    /// A client leaves (disconnect): its subscriptions are dropped, upstream ones released.
+    /// A client leaves (disconnect): its subscriptions are dropped, upstream ones released —
+    /// after the current fan-out when it closed in the middle of one (the registry is not
+    /// changed under the loop that walks it).
     public func clientClosed(_ client: Client) {
-        dropSubscriptions(of: client)
+        if hub.isFanningOut {
+            hub.whenNotFanningOut { [unowned self] in self.dropSubscriptions(of: client) }
+        } else {
+            dropSubscriptions(of: client)
+        }
     }
 
     private func dropSubscriptions(of client: Client) {

@@ -1,4 +1,4 @@
-/// The relay's configuration, read from environment variables (DESIGN §5). Parsing is pure:
+/// The relay's configuration, read from environment variables (README, "Configuration"). Parsing is pure:
 /// the caller passes the variables and whether the process runs as root.
 public struct RelayConfig: Sendable, Equatable {
     public enum LogFormat: String, Sendable { case text, json }

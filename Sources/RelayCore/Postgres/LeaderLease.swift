@@ -1,6 +1,6 @@
 import NIOCore
 
-/// The Postgres bridge's leadership (DESIGN §3.5, issue 4): exactly one relay of the fleet LISTENs
+/// The Postgres bridge's leadership (README, "The Postgres bridge"): exactly one relay of the fleet LISTENs
 /// and publishes each NOTIFY to the backplane. The leader holds a lease in Redis
 /// (`SET key id NX PX ttl`), renews it every third of the TTL with a compare-and-extend script,
 /// and steps down as soon as a renewal fails or is not answered within a third of the TTL — well

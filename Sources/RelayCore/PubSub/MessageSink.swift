@@ -7,6 +7,8 @@ public protocol MessageSink: AnyObject {
     var respVersion: RESPVersion { get }
     /// Queues one complete frame for this client (no flush: the edge flushes once per batch).
     /// `bytes` are the frame's readable bytes, valid for the call: a sink copies small frames
-    /// from them and keeps a reference to `frame` for large ones.
+    /// from them and keeps a reference to `frame` for large ones. A sink that is closing drops
+    /// the frame; one that reaches its output limit here marks itself closing and leaves its
+    /// removal from the registry to `PubSubHub.whenNotFanningOut`.
     func deliver(_ frame: ByteBuffer, bytes: UnsafeRawBufferPointer)
 }

@@ -4,19 +4,52 @@ import NIOCore
 /// hands the same buffer to every matching subscriber — exact subscribers first, then pattern
 /// subscribers pattern by pattern, as Redis's `pubsubPublishMessage` does.
 ///
+/// A subscriber that closes during a fan-out (its output limit reached) is not removed while the
+/// registry is being iterated: as Redis's `freeClientAsync`, it is marked closing (it drops what
+/// it is still offered) and its removal runs once the fan-out is over (`whenNotFanningOut`).
+///
 /// Confined to one event loop by its owner; it does no I/O itself.
 public final class PubSubHub<Subscriber: MessageSink> {
     public let registry = SubscriptionRegistry<Subscriber>()
     public let stats: RelayStats
+    /// True while a publish or an upstream delivery walks the registry's subscriber lists.
+    public private(set) var isFanningOut = false
+    /// Work that must not mutate the registry mid-fan-out, run when the fan-out ends.
+    private var afterFanOut: [() -> Void] = []
 
     public init(stats: RelayStats) {
         self.stats = stats
+    }
+
+    /// Runs `work` now, or — when called from inside a fan-out (a subscriber closing as it is
+    /// delivered to) — right after that fan-out, before the next one starts.
+    public func whenNotFanningOut(_ work: @escaping () -> Void) {
+        if isFanningOut {
+            afterFanOut.append(work)
+        } else {
+            work()
+        }
+    }
+
+    @inline(__always)
+    private func endFanOut() {
+        isFanningOut = false
+        if !afterFanOut.isEmpty { runAfterFanOut() }
+    }
+
+    @inline(never)
+    private func runAfterFanOut() {
+        let work = afterFanOut
+        afterFanOut.removeAll()
+        for w in work { w() }
     }
 
     /// Delivers `payload` on `channel` to every local subscriber; returns the number of
     /// deliveries (Redis's PUBLISH reply in local mode).
     @discardableResult
     public func publish(channel: ByteBuffer, payload: ByteBuffer) -> Int {
+        isFanningOut = true
+        defer { endFanOut() }
         var receivers = 0
         if let entry = registry.entry(forChannel: channel) {
             receivers += Self.fanOut(entry.subscribers) { PubSubFrames.message(channel: channel, payload: payload, $0) }
@@ -47,6 +80,8 @@ public final class PubSubHub<Subscriber: MessageSink> {
     public func deliverUpstream(channel: ByteBuffer, payload: UnsafeRawBufferPointer) -> Int {
         stats.messagesFromRedis += 1
         guard let entry = registry.entry(forChannel: channel) else { return 0 }
+        isFanningOut = true
+        defer { endFanOut() }
         let n = Self.fanOut(entry.subscribers) { PubSubFrames.message(channel: channel.readableBytesView, payload: payload, $0) }
         stats.deliveries += n
         return n
@@ -57,6 +92,8 @@ public final class PubSubHub<Subscriber: MessageSink> {
     public func deliverUpstream(pattern: ByteBuffer, channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Int {
         stats.messagesFromRedis += 1
         guard let entry = registry.patterns[pattern] else { return 0 }
+        isFanningOut = true
+        defer { endFanOut() }
         let n = Self.fanOut(entry.subscribers) {
             PubSubFrames.pmessage(pattern: entry.name, channel: channel, payload: payload, $0)
         }

@@ -23,6 +23,10 @@ public final class RelayStats {
     public var droppedFrames = 0
     /// `POST` / `Host:` lines (an HTTP request sent to the socket).
     public var securityDisconnects = 0
+    /// accept(2) attempts on the relay socket refused for want of file descriptors (EMFILE,
+    /// ENFILE) or kernel memory (ENOBUFS, ENOMEM); accepting pauses meanwhile.
+    public var acceptErrorsFDLimit = 0
+    public var acceptErrorsNoMemory = 0
 
     public init() {}
 

@@ -29,13 +29,6 @@ extension ByteBuffer {
         writeCRLF()
     }
 
-    /// `-text\r\n`; `text` includes its code (`ERR …`, `NOPROTO …`).
-    public mutating func writeRESPError(_ text: String) {
-        writeInteger(UInt8(ascii: "-"))
-        writeString(text)
-        writeCRLF()
-    }
-
     /// `:n\r\n`
     public mutating func writeRESPInteger(_ value: Int) {
         writeInteger(UInt8(ascii: ":"))

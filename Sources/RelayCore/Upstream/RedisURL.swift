@@ -1,6 +1,6 @@
 /// Where the Redis backplane is and how to log in: `REDIS_URL` parsed.
 ///
-/// Accepted forms (DESIGN §5, issue 3):
+/// Accepted forms (README, "Configuration", `REDIS_URL`):
 /// * `redis://[user[:password]@]host[:port][/db]` (IPv6 hosts in brackets; port 6379 by default)
 /// * `unix:///path/to/redis.sock[?db=n&password=…&user=…]`
 /// User and password are percent-decoded. `rediss://` is refused: Debian's hiredis has no TLS.

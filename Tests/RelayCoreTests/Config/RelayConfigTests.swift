@@ -13,7 +13,7 @@ private func configError(_ env: [String: String], isRoot: Bool = false) -> Confi
 }
 
 @Suite struct RelayConfigTests {
-    // MARK: Defaults (DESIGN §5)
+    // MARK: Defaults (README, "Configuration")
 
     @Test func defaultsWhenNothingIsSet() throws {
         let c = try RelayConfig.parse(environment: [:], isRoot: false)

@@ -77,7 +77,7 @@ import Testing
         #expect(d.redisBackoffMaxMilliseconds == 5000)
         #expect(throws: ConfigError.self) { try RelayConfig.parse(environment: ["RELAY_REDIS_TIMEOUT": "abc"], isRoot: false) }
         #expect(throws: ConfigError.self) { try RelayConfig.parse(environment: ["RELAY_REDIS_TIMEOUT": "50ms"], isRoot: false) }
-        // The backoff cap may not exceed 30 s (issue 3).
+        // The backoff cap may not exceed 30 s (README: `RELAY_REDIS_BACKOFF_MAX`, 100ms–30s).
         #expect(throws: ConfigError.self) { try RelayConfig.parse(environment: ["RELAY_REDIS_BACKOFF_MAX": "31s"], isRoot: false) }
     }
 
