@@ -1,4 +1,4 @@
-"""The Redis backplane (issue 3), while Redis is up: fleet-wide delivery and order, subscribe-then-
+"""The Redis backplane (README, "The Redis backplane"), while Redis is up: fleet-wide delivery and order, subscribe-then-
 publish safety, one pair of upstream connections per relay, upstream reference counting, PUBLISH
 replies, fleet-wide PUBSUB, real client frameworks across relays, and REDIS_URL configuration errors.
 

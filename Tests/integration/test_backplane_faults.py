@@ -1,4 +1,4 @@
-"""The Redis backplane under faults (issue 3): redis-server killed and restarted on the same socket,
+"""The Redis backplane under faults (README, "Outages"): redis-server killed and restarted on the same socket,
 stopped (SIGSTOP), its pub/sub connections killed, refusing our credentials, absent at start-up;
 a PUBLISH in flight when Redis hangs; PUBSUB answered locally while degraded; what INFO, /health,
 /metrics and the log say through an outage.

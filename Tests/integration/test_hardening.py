@@ -176,6 +176,7 @@ def test_connections_cut_right_after_the_handshake_back_off(redis_at_factory, ba
         killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         time.sleep(0.01)
     accepted = killer.info("stats")["total_connections_received"] - before
+    print("connections accepted from the relay in 5 s of cutting: %d" % accepted)
     # Two links with 50 ms doubling (jittered down to half) within 5 s: at most ~10 attempts each.
     assert accepted <= 24, "%d connections in 5 s" % accepted
     lines = relay.stderr()[log_start:].count("\n")
@@ -229,6 +230,7 @@ def test_trickled_request_costs_linear_time(redis_at_factory, relay_factory):
     relay = relay_factory()
     redis_cpu, _ = trickle(r.socket, r.pid, r.socket)
     relay_cpu, worst = trickle(relay.socket, relay.proc.pid, relay.socket)
+    print("trickle CPU: relay %.2f s, redis-server %.2f s; worst bystander PUBLISH %.2f ms" % (relay_cpu, redis_cpu, worst * 1000))
     assert relay_cpu <= 5 * redis_cpu + 0.1, "relay %.2f CPU-s, redis-server %.2f" % (relay_cpu, redis_cpu)
     assert worst < 0.010, "bystander PUBLISH took %.1f ms" % (worst * 1000)
     assert relay_alive(relay)
@@ -277,6 +279,7 @@ def test_frozen_relay_reports_its_real_gap(redis_at_factory, backplane_relay):
     m = re.search(r"restored.*?gap_seconds[=:\"\s]+([0-9.]+)", log)
     assert m, log[-3000:]
     logged = float(m.group(1))
+    print("logged gap %.3f s, real cut-off %.3f s" % (logged, real))
     assert logged >= 0.8 * real, "logged gap %.3f s, real cut-off %.3f s (frozen %.1f s)" % (logged, real, t_back - t_stop)
 
 
@@ -381,6 +384,7 @@ def test_hostile_upstream_is_dropped_at_the_header(relay_factory, hostile, then_
                 assert c.call("PING") == "PONG"
                 worst = max(worst, time.monotonic() - t)
                 time.sleep(0.02)
+        print("%s: worst local PING %.1f ms, RSS +%d KiB, %d connections" % (hostile[:12], worst * 1000, relay.rss_kib() - idle_kib, fake.accepted))
         assert fake.accepted >= 4, "the relay should have reconnected after each drop (%d)" % fake.accepted
         assert worst < 0.25, "local PING took %.0f ms while the upstream attacked" % (worst * 1000)
         assert relay.rss_kib() - idle_kib < 64 * 1024, "RSS grew by %d KiB" % (relay.rss_kib() - idle_kib)

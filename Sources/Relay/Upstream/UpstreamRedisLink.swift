@@ -353,10 +353,6 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         }
     }
 
-    /// Whether messages published by other relays reach this one (the subscriber connection is
-    /// up and resubscribed), whatever the publisher connection's state.
-    var isReceiving: Bool { sub.phase == .ready }
-
     /// Whether commands can be sent (PUBLISH, the lease), whatever the subscriber's state.
     var isPublisherReady: Bool { pub.phase == .ready }
 
