@@ -90,6 +90,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     /// When the 100 ms tick last ran: a longer silence means the event loop was frozen (SIGSTOP,
     /// a stalled host), and data read since then may be stale.
     private var lastTick: UInt64 = 0
+    /// The last freeze of the relay's own loop that a tick noticed: (when it began, when it ended).
+    private var lastStall: (start: UInt64, end: UInt64)?
     /// Names whose refusal by Redis was logged (once each; bounded).
     private var loggedRefusals: Set<ByteBuffer> = []
     /// Resubscribe confirmations still expected after a reconnect.
@@ -272,7 +274,12 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             // The gap starts when the link was last known good: its last bytes — unless the loop
             // was frozen since the last tick, for then those bytes may have waited in the kernel.
             var knownGood = link.connection?.lastReadNanoseconds ?? now
-            if now - lastTick > 3 * Self.tickNanoseconds { knownGood = min(knownGood, lastTick) }
+            if now - lastTick > 3 * Self.tickNanoseconds {
+                knownGood = min(knownGood, lastTick)
+            } else if let stall = lastStall, knownGood >= stall.start, now - stall.end < Self.staleAfterStallNanoseconds {
+                // The tick noticed the freeze first; the bytes read since may still be stale.
+                knownGood = stall.start
+            }
             link.lostAt = knownGood
         }
         link.connection?.close()
@@ -366,6 +373,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     // MARK: Timer
 
     private static let tickNanoseconds: UInt64 = 100_000_000
+    /// How long after a freeze of the loop the bytes read may be ones that waited in the kernel.
+    private static let staleAfterStallNanoseconds: UInt64 = 2_000_000_000
 
     private func scheduleTick() {
         eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(Self.tickNanoseconds))) { [self] in
@@ -385,6 +394,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         // stall of the relay's own loop (a long burst of work, SIGSTOP) its replies may be sitting
         // unread in the socket: a deadline missed meanwhile says nothing about Redis.
         let stalled = now - lastTick > 3 * Self.tickNanoseconds
+        if stalled { lastStall = (lastTick, now) }
         for link in [sub, pub] where link.phase != .down && link.phase != .connecting {
             link.deadline.resume(at: stalled ? now : link.connection?.lastReadNanoseconds ?? 0)
             if !stalled, link.deadline.isOverdue(now: now, timeoutNanoseconds: limit) {
