@@ -31,7 +31,7 @@ struct EnvironmentOptions: ParsableArguments {
 
     /// The process environment merged with the env file, or exits 78 with one line. Also
     /// returns the variables the file set, for `reloadConfig`.
-    func loadConfig() -> (config: RelayConfig, fileKeys: Set<String>) {
+    func loadConfig() -> Loaded {
         switch readConfig(dropping: []) {
         case .success(let loaded): return loaded
         case .failure(let error): fail(error.description)
@@ -41,11 +41,18 @@ struct EnvironmentOptions: ParsableArguments {
     /// SIGHUP: the same reading, but a bad file is reported, not fatal. Under systemd the
     /// start-time file is also in the process environment (`EnvironmentFile=`): its variables
     /// are dropped first, so that a line deleted from the file really goes back to its default.
-    func reloadConfig(startFileKeys: Set<String>) -> Result<RelayConfig, ConfigError> {
-        readConfig(dropping: startFileKeys).map(\.config)
+    func reloadConfig(startFileKeys: Set<String>) -> Result<Loaded, ConfigError> {
+        readConfig(dropping: startFileKeys)
     }
 
-    private func readConfig(dropping: Set<String>) -> Result<(config: RelayConfig, fileKeys: Set<String>), ConfigError> {
+    /// A configuration, the variables its env file set, and the Redis TLS files it names, read.
+    struct Loaded {
+        var config: RelayConfig
+        var fileKeys: Set<String>
+        var redisTLS: RedisTLS?
+    }
+
+    private func readConfig(dropping: Set<String>) -> Result<Loaded, ConfigError> {
         var env = ProcessInfo.processInfo.environment
         for key in dropping { env[key] = nil }
         var fileKeys: Set<String> = []
@@ -76,7 +83,15 @@ struct EnvironmentOptions: ParsableArguments {
         if let group = config.socketGroup, getgrnam(group) == nil, gid_t(group) == nil {
             return .failure(ConfigError("RELAY_SOCKET_GROUP", "no group named '\(group)' on this system; give an existing group name or numeric id"))
         }
-        return .success((config, fileKeys))
+        // The TLS files are read here too, so that a bad one is a configuration error (exit 78,
+        // or a reload that changes nothing), named with its variable.
+        let redisTLS: RedisTLS?
+        do {
+            redisTLS = try RedisTLS.load(config)
+        } catch {
+            return .failure(error)
+        }
+        return .success(Loaded(config: config, fileKeys: fileKeys, redisTLS: redisTLS))
     }
 
     private static func readFile(_ path: String) -> Result<String, ConfigError> {
@@ -114,7 +129,8 @@ struct Run: ParsableCommand {
     @OptionGroup var options: EnvironmentOptions
 
     func run() throws {
-        let (config, startFileKeys) = options.loadConfig()
+        let loaded = options.loadConfig()
+        let (config, startFileKeys) = (loaded.config, loaded.fileKeys)
         RelayLogHandler.setLevel(Logger.Level(rawValue: config.logLevel) ?? .info)
         let format: RelayLogHandler.Format = config.logFormat == .json ? .json : .text
         LoggingSystem.bootstrap { label in RelayLogHandler(label: label, format: format) }
@@ -134,7 +150,8 @@ struct Run: ParsableCommand {
         let server: RelayServer
         do {
             server = try RelayServer.start(config: config, environment: ProcessInfo.processInfo.environment,
-                                           logger: logger, metrics: config.metricsAddress == nil ? nil : metrics)
+                                           logger: logger, metrics: config.metricsAddress == nil ? nil : metrics,
+                                           redisTLS: loaded.redisTLS)
         } catch {
             printError("pubsub-relay: cannot start: \(error)")
             Glibc.exit(1)
@@ -156,7 +173,7 @@ struct Run: ParsableCommand {
         hup.setEventHandler {
             logger.notice("SIGHUP: reloading", metadata: ["env_file": "\(options.envFile ?? "none (environment only)")"])
             switch options.reloadConfig(startFileKeys: startFileKeys) {
-            case .success(let new): server.reload(new)
+            case .success(let new): server.reload(new.config, redisTLS: new.redisTLS)
             case .failure(let error): server.reloadFailed(error.description)
             }
         }
@@ -177,8 +194,11 @@ struct CheckConfig: ParsableCommand {
     @OptionGroup var options: EnvironmentOptions
 
     func run() throws {
-        let config = options.loadConfig().config
-        print("configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8)), local mode")
+        let loaded = options.loadConfig()
+        let config = loaded.config
+        var backplane = config.redisURL.map { "backplane \($0.redacted)" } ?? "local mode"
+        if let tls = loaded.redisTLS { backplane += " (TLS: \(tls.summary))" }
+        print("configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8)), \(backplane)")
     }
 }
 
