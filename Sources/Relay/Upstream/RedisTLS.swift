@@ -18,17 +18,20 @@ public final class RedisTLS: Sendable {
     /// no server name is set: then NIOSSL checks the peer's address against the certificate's IP
     /// addresses (and sends no SNI, which may not carry an address).
     private let serverHostname: String?
+    /// What the certificate must list: "the name redis.internal" or "the IP address 10.0.0.5".
+    private let identity: String
     /// `host:port`, for messages.
     private let peer: String
     private let handshakeTimeout: TimeAmount
     /// One line for the logs: what is trusted, which client certificate, which name is checked.
     public let summary: String
 
-    private init(options: RedisTLSOptions, context: NIOSSLContext, serverHostname: String?, peer: String,
+    private init(options: RedisTLSOptions, context: NIOSSLContext, serverHostname: String?, identity: String, peer: String,
                  handshakeTimeout: TimeAmount, summary: String) {
         self.options = options
         self.context = context
         self.serverHostname = serverHostname
+        self.identity = identity
         self.peer = peer
         self.handshakeTimeout = handshakeTimeout
         self.summary = summary
@@ -60,7 +63,8 @@ public final class RedisTLS: Sendable {
         }
         let isIPAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
         let serverHostname = options.serverName ?? (isIPAddress ? nil : host)
-        described.append("checking \(serverHostname.map { "the name \($0)" } ?? "the IP address \(host)")")
+        let identity = serverHostname.map { "the name \($0)" } ?? "the IP address \(host)"
+        described.append("checking \(identity)")
         let context: NIOSSLContext
         do {
             context = try NIOSSLContext(configuration: tls)
@@ -77,7 +81,7 @@ public final class RedisTLS: Sendable {
         // sends, and that must be named as a TLS problem, not as a hung Redis.
         let timeoutMs = Int64(config.redisTimeoutMilliseconds)
         let handshakeTimeout = TimeAmount.milliseconds(max(timeoutMs / 2, timeoutMs - 250))
-        return RedisTLS(options: options, context: context, serverHostname: serverHostname, peer: peer,
+        return RedisTLS(options: options, context: context, serverHostname: serverHostname, identity: identity, peer: peer,
                         handshakeTimeout: handshakeTimeout, summary: described.joined(separator: ", "))
     }
 
@@ -96,7 +100,7 @@ public final class RedisTLS: Sendable {
             return result
         }
         try pipeline.addHandler(handler)
-        try pipeline.addHandler(RedisTLSObserver(peer: peer, serverHostname: serverHostname, verdict: verdict,
+        try pipeline.addHandler(RedisTLSObserver(peer: peer, identity: identity, verdict: verdict,
                                                  handshakeTimeout: handshakeTimeout))
     }
 
@@ -202,16 +206,16 @@ final class RedisTLSObserver: ChannelInboundHandler {
     typealias InboundOut = ByteBuffer
 
     private let peer: String
-    private let serverHostname: String?
+    private let identity: String
     private let verdict: RedisTLSVerdict
     private let handshakeTimeout: TimeAmount
     private var handshakeDone = false
     private var heardFromRedis = false
     private var timer: Scheduled<Void>?
 
-    init(peer: String, serverHostname: String?, verdict: RedisTLSVerdict, handshakeTimeout: TimeAmount) {
+    init(peer: String, identity: String, verdict: RedisTLSVerdict, handshakeTimeout: TimeAmount) {
         self.peer = peer
-        self.serverHostname = serverHostname
+        self.identity = identity
         self.verdict = verdict
         self.handshakeTimeout = handshakeTimeout
     }
@@ -267,8 +271,7 @@ final class RedisTLSObserver: ChannelInboundHandler {
 
     private func describe(_ error: Error) -> String {
         if let extra = error as? NIOSSLExtraError, extra == .failedToValidateHostname {
-            let checked = serverHostname.map { "the name \($0)" } ?? "the IP address \(peer)"
-            return "certificate is not valid for \(checked) (set \(RedisTLSOptions.serverNameVariable) to a name it lists)"
+            return "certificate is not valid for \(identity) (set \(RedisTLSOptions.serverNameVariable) to a name it lists)"
         }
         if let ssl = error as? NIOSSLError {
             switch ssl {
