@@ -115,11 +115,16 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         let handler = RedisConnection(replyLimits: replyLimits)
         handler.delegate = self
         connections[id.role] = (id, handler)
+        // rediss://: the TLS handlers go in front; read now, so that a reload's new files apply
+        // from the next connection on (README, "Redis over TLS").
+        let tls = url.tls ? state.redisTLS : nil
+        if !url.tls, case .tcp = url.address { handler.silentCloseHint = RedisTLS.plaintextCloseHint }
         let bound = NIOLoopBound(handler, eventLoop: eventLoop)
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try tls.addHandlers(to: channel.pipeline.syncOperations) }
                     try channel.pipeline.syncOperations.addHandler(bound.value)
                 }
             }
