@@ -16,6 +16,7 @@ redis-server: a way to check the harness itself (every case must then pass).
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -86,6 +87,13 @@ def stop_pid(proc: subprocess.Popen, timeout: float = 5.0, sig: int = signal.SIG
                 pass
             proc.wait(5)
     return proc.returncode
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far (/proc/PID/stat fields 14 and 15)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
@@ -222,14 +230,21 @@ class Relay:
     kind = "relay"
 
     def __init__(self, binary: str, env: dict | None = None, socket_path: str | None = None,
-                 wait: bool = True, args: list[str] | None = None):
+                 wait: bool = True, args: list[str] | None = None, nofile: int | None = None):
+        """`nofile`: RLIMIT_NOFILE soft = hard for the relay (it raises its soft limit to the hard
+        one at start-up, so both are set)."""
         self.dir = short_tmpdir("rit-relay-")
         self.socket = socket_path or os.path.join(self.dir, "relay.sock")
         self.stderr_path = os.path.join(self.dir, "relay.stderr")
         self.stderr_file = open(self.stderr_path, "w+b")
+
+        def limit():
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen([binary] + (args or []), env=relay_env(self.socket, env),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr_file, cwd=self.dir)
+                                     stderr=self.stderr_file, cwd=self.dir, preexec_fn=limit)
         self.pid = self.proc.pid
         if wait:
             try:
@@ -270,8 +285,8 @@ def relay_factory(relay_binary):
     started: list[Relay] = []
 
     def start(env: dict | None = None, socket_path: str | None = None, wait: bool = True,
-              args: list[str] | None = None) -> Relay:
-        r = Relay(relay_binary, env, socket_path, wait, args)
+              args: list[str] | None = None, nofile: int | None = None) -> Relay:
+        r = Relay(relay_binary, env, socket_path, wait, args, nofile)
         started.append(r)
         return r
 

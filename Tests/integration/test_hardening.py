@@ -16,17 +16,11 @@ import time
 
 import pytest
 
-from conftest import relay_info, short_tmpdir, stop_pid, wait_redis_state, wait_until
+from conftest import cpu_seconds, relay_info, short_tmpdir, wait_redis_state, wait_until
 from fleetutil import expect_msgs, msg, sub, unix_url
 from resputil import Conn, cmd, parse
 
 redis = pytest.importorskip("redis", reason="redis-py not installed (pip install redis)")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def read_until_suffix(s: socket.socket, suffix: bytes, timeout: float) -> bytes:

@@ -20,18 +20,8 @@ import time
 
 import pytest
 
-from conftest import relay_env, rss_kib, short_tmpdir, stop_pid, wait_accepting
+from conftest import cpu_seconds, relay_env, relay_info, rss_kib, short_tmpdir
 from test_operations import http_get
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of `pid` so far (/proc/PID/stat fields 14 and 15)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
 
 def open_fds(pid: int) -> int:
     return len(os.listdir("/proc/%d/fd" % pid))
@@ -45,75 +35,20 @@ def raise_own_fd_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-class LimitedRelay:
-    """The relay with RLIMIT_NOFILE soft = hard = `nofile` (the relay raises its soft limit to the
-    hard one at start-up, so both are set) and /metrics on a Unix socket."""
-
-    def __init__(self, binary: str, nofile: int | None = None, extra: dict | None = None):
-        self.dir = short_tmpdir("rit-ops-")
-        self.socket = os.path.join(self.dir, "relay.sock")
-        self.metrics = os.path.join(self.dir, "metrics.sock")
-        self.stderr_path = os.path.join(self.dir, "relay.stderr")
-        env = {"RELAY_METRICS_ADDR": self.metrics}
-        env.update(extra or {})
-
-        def limit():
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([binary], env=relay_env(self.socket, env), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, cwd=self.dir, preexec_fn=limit)
-        self.pid = self.proc.pid
-        try:
-            wait_accepting(self.socket, self.proc)
-        except Exception as e:
-            self.stop()
-            raise RuntimeError("%s\nrelay stderr:\n%s" % (e, self.stderr()))
-
-    def stderr(self) -> str:
-        with open(self.stderr_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self):
-        stop_pid(self.proc)
-
-
 @pytest.fixture
-def limited_relay(relay_binary):
-    started: list[LimitedRelay] = []
+def limited_relay(relay_factory):
+    """start(nofile=None, extra=None): the relay with RLIMIT_NOFILE soft = hard = `nofile` and
+    /metrics on a Unix socket (`relay.metrics`)."""
 
-    def start(nofile: int | None = None, extra: dict | None = None) -> LimitedRelay:
-        r = LimitedRelay(relay_binary, nofile, extra)
-        started.append(r)
-        return r
+    def start(nofile: int | None = None, extra: dict | None = None):
+        metrics = os.path.join(short_tmpdir("rit-ops-"), "metrics.sock")
+        env = {"RELAY_METRICS_ADDR": metrics}
+        env.update(extra or {})
+        relay = relay_factory(env, nofile=nofile)
+        relay.metrics = metrics
+        return relay
 
-    yield start
-    for r in started:
-        r.stop()
-
-
-def info_stats(path: str) -> dict:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(path)
-        s.sendall(b"INFO stats\r\n")
-        data = b""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            header, _, rest = data.partition(b"\r\n")
-            if header.startswith(b"$") and len(rest) >= int(header[1:]) + 2:
-                break
-    out = {}
-    for line in data.decode().splitlines()[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            out[k] = v
-    return out
+    return start
 
 
 def metric(addr: str, sample: str) -> float | None:
@@ -187,7 +122,7 @@ def test_fd_limit_pauses_accepting_instead_of_spinning(limited_relay):
     print("log:\n  " + "\n  ".join(warnings + notices))
     assert len(warnings) == 1 and "warning" in warnings[0].lower(), err[-3000:]
     assert len(notices) == 1 and "notice" in notices[0].lower() and "refused_accepts=" in notices[0], err[-3000:]
-    stats = info_stats(relay.socket)
+    stats = relay_info(relay.socket, "stats")
     refused = int(stats["accept_errors_fd_limit"])
     assert refused >= 1, stats
     # Backed off: a handful of attempts per second paused, not thousands.
