@@ -3,6 +3,9 @@
 /// Accepted forms (README, "Configuration", `REDIS_URL`):
 /// * `redis://[user[:password]@]host[:port][/db]` (IPv6 hosts in brackets; port 6379 by default)
 /// * `unix:///path/to/redis.sock[?db=n&password=…&user=…]`
+/// * `redis-sentinel://[user[:password]@]h1[:26379][,h2[:26379]…]/<master-name>[/db]` (README,
+///   "Redis Sentinel"): the master is discovered from the sentinels; `sentinel` is set and
+///   `address` is only a placeholder until discovery answers.
 /// User and password are percent-decoded. `rediss://` is refused: Debian's hiredis has no TLS.
 public struct RedisURL: Sendable, Equatable {
     public enum Address: Sendable, Equatable {
@@ -14,6 +17,8 @@ public struct RedisURL: Sendable, Equatable {
     public var username: String?
     public var password: String?
     public var db = 0
+    /// Set for `redis-sentinel://` URLs: where the sentinels are and which master to follow.
+    public var sentinel: Sentinel?
 
     public init(address: Address, username: String? = nil, password: String? = nil, db: Int = 0) {
         self.address = address
@@ -24,6 +29,7 @@ public struct RedisURL: Sendable, Equatable {
 
     /// The URL with the password replaced by `***`, for logs and INFO.
     public var redacted: String {
+        if let sentinel { return sentinelRedacted(sentinel) }
         switch address {
         case .tcp(let host, let port):
             var credentials = ""
@@ -45,6 +51,7 @@ public struct RedisURL: Sendable, Equatable {
     static let forms = "redis://[user[:password]@]host[:port][/db] or unix:///path[?db=n&password=…]"
 
     public static func parse(_ text: String) throws(ConfigError) -> RedisURL {
+        if let url = try parseSentinelForms(text) { return url }
         if text.hasPrefix("rediss://") {
             throw ConfigError(variable, "TLS (rediss://) is not supported: Debian's hiredis 0.14 has no TLS; reach Redis over a Unix socket, loopback or a TLS tunnel (stunnel) and use redis://")
         }
@@ -140,7 +147,7 @@ public struct RedisURL: Sendable, Equatable {
         return url
     }
 
-    private static func database(_ text: Substring) throws(ConfigError) -> Int {
+    static func database(_ text: Substring) throws(ConfigError) -> Int {
         guard let n = Int(text), n >= 0, n <= Int(Int32.max) else {
             throw ConfigError(variable, "'\(text)' is not a database number (0, 1, 2…)")
         }
@@ -148,7 +155,7 @@ public struct RedisURL: Sendable, Equatable {
     }
 
     /// Percent-decoding (`%40` → `@`), so that passwords may hold any byte.
-    private static func decode(_ text: Substring, what: String) throws(ConfigError) -> String {
+    static func decode(_ text: Substring, what: String) throws(ConfigError) -> String {
         var bytes: [UInt8] = []
         var utf8 = Array(text.utf8)[...]
         while let b = utf8.popFirst() {
