@@ -102,6 +102,11 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private var fleetWaiters: [Waiter] = []
     private var lastFleetRefresh: UInt64 = 0
     private var stopped = false
+    // MARK: Sentinel (state; the rest is in the `// MARK: Sentinel` extension at the end)
+    /// Set with a redis-sentinel:// URL: finds the master and follows its failovers.
+    private var sentinelWatcher: SentinelWatcher?
+    /// A master switch reconnects both connections without the backoff wait.
+    private var reconnectAtOnce = false
 
     /// Local PUBLISH goes upstream (both connections ready and resubscribed).
     private(set) var isForwarding = false
@@ -148,6 +153,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     func start() {
         logger.info("redis backplane: connecting", metadata: ["url": "\(url.redacted)", "relay_id": "\(relayID)"])
         lastTick = Self.now()
+        startSentinelWatcher()  // Sentinel
         connect(sub)
         connect(pub)
         scheduleTick()
@@ -156,6 +162,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     /// Shutdown: removes this relay's fleet counts (its apps stop counting at once) and closes.
     func stop() {
         stopped = true
+        sentinelWatcher?.stop()  // Sentinel
         if pub.phase == .ready, let connection = pub.connection {
             for command in fleet.removal() { connection.send(command) }
         }
@@ -168,6 +175,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
 
     private func connect(_ link: Link) {
         guard !stopped else { return }
+        guard let address = masterAddress else { return }  // Sentinel: not discovered yet
         link.phase = .connecting
         let handler = RedisConnection(replyLimits: replyLimits)
         handler.delegate = self
@@ -181,7 +189,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 }
             }
         let future: EventLoopFuture<Channel>
-        switch url.address {
+        switch address {
         case .unix(let path):
             future = bootstrap.connect(unixDomainSocketPath: path)
         case .tcp(let host, let port):
@@ -197,7 +205,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             case .success:
                 if !handler.isFailed { self.handshake(link) }
             case .failure(let error):
-                self.linkFailed(link, "cannot connect to \(self.url.redacted): \(Self.describe(error))")
+                self.linkFailed(link, "cannot connect to \(self.connectTarget): \(Self.describe(error))")
             }
         }
     }
@@ -218,6 +226,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         }
         send(link, [Self.arg("CLIENT"), Self.arg("SETNAME"), Self.arg("pubsub-relay:\(relayID):\(link.role.rawValue)")],
              .handshake(step: "CLIENT SETNAME", fatal: false))
+        sendRoleCheck(link)  // Sentinel
         send(link, [Self.arg("PING")], .handshakeDone)
     }
 
@@ -290,7 +299,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         lastError = reason
         updateMode()
         guard !stopped else { return }
-        let delay = link.backoff.nextDelayMilliseconds(now: now) { Double.random(in: 0..<1) }
+        let delay = reconnectAtOnce ? 0 : link.backoff.nextDelayMilliseconds(now: now) { Double.random(in: 0..<1) }
         logger.log(level: wasUp ? .error : .warning, "redis \(link.role == .subscriber ? "subscriber" : "publisher") connection down",
                    metadata: ["reason": "\(reason)", "retry_in_ms": "\(delay)", "url": "\(url.redacted)"])
         eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
@@ -420,6 +429,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         let link = connection === sub.connection ? sub : pub
         guard link.connection === connection else { return }
         if link.role == .subscriber, reply.isArray, reply.count >= 3, handlePubSubFrame(reply) { return }
+        if reply.isError, refusedAsReadOnly(link, reply) { return }  // Sentinel
         guard let expected = link.expected.popFirst() else {
             linkFailed(link, "unexpected reply from Redis: \(Self.describe(reply))")
             return
@@ -760,7 +770,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     // MARK: Status
 
     var status: RedisLinkStatus {
-        RedisLinkStatus(
+        sentinelStatus(RedisLinkStatus(
             url: url.redacted, relayID: relayID,
             subscriber: sub.phase.rawValue, publisher: pub.phase.rawValue,
             forwarding: isForwarding,
@@ -771,7 +781,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             reconnects: reconnects, gaps: gaps, gapSecondsTotal: gapSecondsTotal, lastError: lastError,
             upstreamChannels: registry.channelCount, upstreamPatterns: registry.patternCount,
             pendingConfirmations: ledger.count, unconfirmedPublishes: unconfirmedPublishes,
-            refusedSubscriptions: refusedSubscriptions, replyLimitDisconnects: replyLimitDisconnects)
+            refusedSubscriptions: refusedSubscriptions, replyLimitDisconnects: replyLimitDisconnects))
     }
 
     // MARK: Helpers
@@ -823,6 +833,93 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
 
 @available(*, unavailable)
 extension UpstreamRedisLink: Sendable {}
+
+// MARK: Sentinel
+
+/// Redis Sentinel (README, "Redis Sentinel"): the connections go to the master the sentinels
+/// name, are checked with `ROLE`, and move at once when the master switches; a `-READONLY`
+/// (a demoted master) fails the connection and sends discovery back to the sentinels.
+extension UpstreamRedisLink {
+    /// Where the connections go: the URL's fixed address, or the discovered master (nil until
+    /// the sentinels have answered).
+    private var masterAddress: RedisURL.Address? {
+        guard let sentinelWatcher else { return url.address }
+        return sentinelWatcher.master.map { .tcp(host: $0.host, port: $0.port) }
+    }
+
+    private var connectTarget: String {
+        guard let sentinelWatcher, let master = sentinelWatcher.master, let name = url.sentinel?.masterName else { return url.redacted }
+        return "master '\(name)' at \(master)"
+    }
+
+    private func startSentinelWatcher() {
+        guard let sentinel = url.sentinel else { return }
+        let watcher = SentinelWatcher(
+            sentinel: sentinel, timeoutMilliseconds: Int(timeout.nanoseconds / 1_000_000),
+            backoffCapMilliseconds: sub.backoff.capMilliseconds, eventLoop: eventLoop, logger: logger
+        ) { [unowned self] address in sentinelMasterChanged(to: address) }
+        sentinelWatcher = watcher
+        watcher.start()
+    }
+
+    /// The sentinels name a new master (or the first one): both connections are dropped and
+    /// reconnected there without waiting; the resubscription on reconnect re-establishes every
+    /// subscription, and the gap is logged and counted as for any outage.
+    private func sentinelMasterChanged(to address: RedisURL.Address) {
+        guard !stopped else { return }
+        if sentinelWatcher?.switches ?? 0 > 0 {
+            logger.notice("redis master switched: reconnecting both connections to the new master", metadata: [
+                "master": "\(connectTarget)", "master_switches": "\(sentinelWatcher?.switches ?? 0)",
+            ])
+        }
+        reconnectAtOnce = true
+        defer { reconnectAtOnce = false }
+        for link in [sub, pub] {
+            if link.phase == .down {
+                connect(link)
+            } else {
+                linkFailed(link, "the master moved to \(connectTarget) (sentinel failover)")
+            }
+        }
+    }
+
+    /// In the handshake: `ROLE` must answer `master` first, or the connection fails and the
+    /// sentinels are asked again (a stale answer, or a node demoted since).
+    private func sendRoleCheck(_ link: Link) {
+        guard sentinelWatcher != nil else { return }
+        send(link, [Self.arg("ROLE")], .callback { [unowned self] reply in
+            guard let reply else { return }
+            let role = reply.isArray && reply.count > 0 ? reply[0].text : reply.isError ? "-" + reply.text : "?"
+            guard role != "master", link.connection != nil else { return }
+            linkFailed(link, "\(connectTarget) is not a master: ROLE answered \(role.prefix(80))")
+            sentinelWatcher?.masterRefused("ROLE answered \(role.prefix(80))")
+        })
+    }
+
+    /// Never publish to a demoted master: a `-READONLY` on either connection drops it (what
+    /// waited on it is answered locally, as after any loss) and sends discovery back to the
+    /// sentinels. Without Sentinel a READONLY is Redis's answer like any other.
+    private func refusedAsReadOnly(_ link: Link, _ reply: RedisReply) -> Bool {
+        guard sentinelWatcher != nil, reply.text.hasPrefix("READONLY") else { return false }
+        linkFailed(link, "\(connectTarget) answered -READONLY: it is a replica now")
+        sentinelWatcher?.masterRefused("-READONLY")
+        return true
+    }
+
+    private func sentinelStatus(_ base: RedisLinkStatus) -> RedisLinkStatus {
+        var s = base
+        switch masterAddress {
+        case .tcp(let host, let port)?: s.master = RedisURL.Sentinel.Endpoint(host: host, port: port).description
+        case .unix(let path)?: s.master = path
+        case nil: s.master = ""
+        }
+        guard let sentinelWatcher else { return s }
+        s.topology = "sentinel"
+        s.masterSwitches = sentinelWatcher.switches
+        s.sentinel = sentinelWatcher.subscribedSentinel?.description ?? ""
+        return s
+    }
+}
 
 /// One client's SUBSCRIBE or PSUBSCRIBE whose confirmations wait for upstream: the names it
 /// added (undone if Redis refuses any) and how many are still unconfirmed.
@@ -921,6 +1018,14 @@ struct RedisLinkStatus: Sendable {
     var unconfirmedPublishes: Int
     var refusedSubscriptions: Int
     var replyLimitDisconnects: Int
+    // Sentinel (README, "Redis Sentinel"): set by `UpstreamRedisLink.sentinelStatus`.
+    /// `standalone` or `sentinel`.
+    var topology = "standalone"
+    /// The address the connections go to (`host:port`, or the socket path).
+    var master = ""
+    var masterSwitches = 0
+    /// The sentinel whose `+switch-master` is followed (empty when none, or standalone).
+    var sentinel = ""
 
     /// `up`, or `degraded` (not yet connected, or lost: local delivery only).
     var state: String { forwarding ? "up" : "degraded" }
