@@ -1,0 +1,293 @@
+"""The backplane on Redis Sentinel (README, "Redis Sentinel"): a real master, replica and three
+sentinels (sentinel_fixtures.py), two relays joined with REDIS_URL=redis-sentinel://…, apps
+subscribed on both and a steady publisher on both.
+
+Failovers (`SENTINEL FAILOVER`, and a `kill -9` of the master) must look to the apps like any
+outage: no app connection closes, messages flow across the relays again within 2 s of
+`+switch-master`, nothing arrives twice, and nothing is published to the old master once it is
+demoted. INFO, /health and /metrics show the master and the number of switches. Every process is
+started and stopped by PID; every wait is bounded.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import statistics
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import relay_env, relay_info, wait_redis_state
+from sentinel_fixtures import MASTER_NAME, Monitor, SwitchListener, free_port, tcp_call, wait_for
+from sentinel_fixtures import redis_sentinel_binary, sentinel_set  # noqa: F401 (fixtures)
+
+FLOW_BOUND = 2.0
+CHANNEL = b"flow"
+MESSAGE = re.compile(rb"\*3\r\n\$7\r\nmessage\r\n\$4\r\nflow\r\n\$(\d+)\r\n")
+
+
+class Subscriber:
+    """An app subscribed to `flow` on a relay; records (receive time, payload) in a thread."""
+
+    def __init__(self, path: str):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(path)
+        self.sock.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nflow\r\n")
+        confirmation = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nflow\r\n:1\r\n"
+        got = b""
+        while len(got) < len(confirmation):
+            got += self.sock.recv(len(confirmation) - len(got))
+        assert got == confirmation, got
+        self.sock.settimeout(0.2)
+        self.received: list[tuple[float, bytes]] = []
+        self.eof = False
+        self._stop = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        buf = b""
+        while not self._stop:
+            try:
+                data = self.sock.recv(1 << 16)
+            except socket.timeout:
+                continue
+            except OSError:
+                self.eof = True
+                return
+            if not data:
+                self.eof = True
+                return
+            now = time.monotonic()
+            buf += data
+            while True:
+                m = MESSAGE.match(buf)
+                if not m:
+                    break
+                n = int(m.group(1))
+                if len(buf) < m.end() + n + 2:
+                    break
+                self.received.append((now, buf[m.end():m.end() + n]))
+                buf = buf[m.end() + n + 2:]
+
+    def close(self):
+        self._stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+class Publisher:
+    """Publishes `<relay>:<seq>` on each relay in turn every 5 ms and reads each answer."""
+
+    def __init__(self, relays: dict[str, str]):
+        self.conns = {}
+        for name, path in relays.items():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(path)
+            self.conns[name] = s
+        self.sent: dict[str, list[tuple[float, bytes]]] = {n: [] for n in relays}
+        self.errors: list[str] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        seq = 0
+        while not self._stop:
+            seq += 1
+            for name, s in self.conns.items():
+                payload = b"%s:%d" % (name.encode(), seq)
+                try:
+                    t = time.monotonic()
+                    s.sendall(b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nflow\r\n$%d\r\n%s\r\n" % (len(payload), payload))
+                    reply = b""
+                    while not reply.endswith(b"\r\n"):
+                        chunk = s.recv(64)
+                        if not chunk:
+                            raise OSError("connection closed by the relay")
+                        reply += chunk
+                    if not reply.startswith(b":"):
+                        raise OSError("PUBLISH answered %r" % reply)
+                    self.sent[name].append((t, payload))
+                except OSError as e:
+                    self.errors.append("%s: %s" % (name, e))
+                    return
+            time.sleep(0.005)
+
+    def stop(self):
+        self._stop = True
+        self.thread.join(5)
+        for s in self.conns.values():
+            s.close()
+
+
+def flowing_after(switch_at: float, window_end: float, sent: list, receiver: Subscriber) -> float | None:
+    """Seconds from `switch_at` until messages published on one relay reach the other's app
+    again for good: the receipt of the first message sent after the last one lost in the window
+    (or after the switch, if none was lost)."""
+    got = {p: t for t, p in receiver.received}
+    window = [(t, p) for t, p in sent if switch_at <= t < window_end]
+    lost = [t for t, p in window if p not in got]
+    start = max(lost) if lost else switch_at
+    after = [got[p] for t, p in window if t > start and p in got]
+    return (min(after) - switch_at) if after else None
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=3) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_failovers_keep_apps_connected_and_never_publish_to_the_old_master(sentinel_set, backplane_relay):
+    """One kill -9 of the master, then five `SENTINEL FAILOVER`s, under a steady cross-relay flow:
+    no app connection closes, each switch is followed (messages flow across the relays again
+    within 2 s of the first `+switch-master`), nothing is delivered twice, no relay publishes to
+    the old master once it is a replica, and INFO upstreams, /health and /metrics show the master
+    and six switches."""
+    ss = sentinel_set
+    metrics_port = free_port()
+    env = {"RELAY_REDIS_BACKOFF_MAX": "500ms"}
+    a = backplane_relay(ss.url, dict(env, RELAY_METRICS_ADDR="127.0.0.1:%d" % metrics_port))
+    b = backplane_relay(ss.url, env)
+    first = ss.master_port()
+    for r in (a, b):
+        info = relay_info(r.socket)
+        assert info["redis_topology"] == "sentinel", info
+        assert info["redis_master"] == "127.0.0.1:%d" % first, info
+        assert info["redis_master_switches"] == "0", info
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", wait_for(lambda: relay_info(r.socket).get("redis_sentinel"), 5,
+                                                           "subscribed sentinel in INFO")), info
+    listener = SwitchListener(ss.sentinels)
+    monitors = {p: Monitor(p) for p in ss.nodes}
+    subs = {"a": Subscriber(a.socket), "b": Subscriber(b.socket)}
+    publisher = Publisher({"a": a.socket, "b": b.socket})
+    switches = []  # (switch time, old port, new port, wall time the old node was seen demoted or restarted)
+    try:
+        time.sleep(0.5)
+        assert subs["b"].received and subs["a"].received, "no cross-relay flow before any failover"
+        for round_ in range(6):
+            old = ss.master_port()
+            new = ss.other(old).port
+            since = time.monotonic()
+            if round_ == 0:
+                ss.nodes[old].kill9()
+                monitors[old].close()
+            else:
+                sentinel = ss.sentinels[round_ % 3]
+
+                def failover():
+                    reply = sentinel.call("SENTINEL", "FAILOVER", MASTER_NAME)
+                    return reply in (b"OK", "OK", True)
+                wait_for(failover, 10, "SENTINEL FAILOVER accepted (round %d)" % round_, interval=0.2)
+            switch_at = wait_for(lambda: listener.first_since(since, new), 20, "+switch-master to %d" % new)
+            for r in (a, b):
+                wait_for(lambda: relay_info(r.socket).get("redis_master") == "127.0.0.1:%d" % new, 5,
+                         "relay follows the switch to %d" % new)
+            if round_ == 0:
+                ss.nodes[old].start(replicaof=new)
+                demoted_wall = time.time()
+                monitors[old] = Monitor(old)
+            else:
+                wait_for(lambda: ss.nodes[old].role() == "slave", 20, "old master %d demoted" % old)
+                demoted_wall = time.time()
+            ss.wait_healthy(new, 30)
+            switches.append((switch_at, old, new, demoted_wall))
+        time.sleep(1.0)
+    finally:
+        publisher.stop()
+        time.sleep(0.3)
+        for s in subs.values():
+            s.close()
+        listener.close()
+        for m in monitors.values():
+            m.close()
+
+    assert publisher.errors == [], "an app's publishing connection failed: %r" % publisher.errors
+    for name, s in subs.items():
+        assert not s.eof, "app subscribed on relay %s saw its connection closed" % name
+        payloads = [p for _, p in s.received]
+        assert len(payloads) == len(set(payloads)), "relay %s delivered a message twice" % name
+
+    times = []
+    for k, (switch_at, old, new, demoted_wall) in enumerate(switches):
+        window_end = switches[k + 1][0] if k + 1 < len(switches) else switch_at + 10
+        for src, dst in (("a", "b"), ("b", "a")):
+            t = flowing_after(switch_at, window_end, publisher.sent[src], subs[dst])
+            assert t is not None and t <= FLOW_BOUND, (
+                "switch %d (%d -> %d): messages from relay %s to relay %s flowing again after %r s (bound %.1f s)"
+                % (k, old, new, src, dst, t, FLOW_BOUND))
+            times.append(t)
+        late = monitors[old].publishes(demoted_wall, excluding_port=new)
+        assert late == [], "switch %d: %d PUBLISHes reached the old master %d after it was demoted, e.g. %r" % (
+            k, len(late), old, late[:3])
+    print("\nswitch-master -> flowing across relays: median %.3f s, max %.3f s over %d switches x 2 directions"
+          % (statistics.median(times), max(times), len(switches)))
+
+    final = ss.master_port()
+    for r in (a, b):
+        info = relay_info(r.socket)
+        assert info["redis_master"] == "127.0.0.1:%d" % final, info
+        assert info["redis_master_switches"] == "6", info
+        assert info["redis_state"] == "up", info
+        assert int(info["redis_gaps"]) >= 6, info
+        log = r.stderr()
+        assert log.count("redis master switched: reconnecting both connections to the new master") == 6, log[-3000:]
+        assert "redis backplane restored" in log and "gap_seconds=" in log
+    status, body = http_get(metrics_port, "/health")
+    health = json.loads(body)["upstreams"]["redis"]
+    assert status == 200 and health["master"] == "127.0.0.1:%d" % final and health["master_switches"] == 6, body
+    assert health["topology"] == "sentinel"
+    status, body = http_get(metrics_port, "/metrics")
+    assert re.search(r"^pubsub_relay_redis_master_switches_total 6$", body, re.M), [
+        l for l in body.splitlines() if "master_switches" in l]
+
+
+def test_unknown_master_name_stays_degraded_and_says_why(sentinel_set, backplane_relay):
+    """A master name the sentinels do not monitor: the relay serves its apps in degraded mode and
+    logs, per sentinel, that it does not know the master; nothing connects to a data node."""
+    url = sentinel_set.url.rsplit("/", 1)[0] + "/nosuchmaster"
+    r = backplane_relay(url, {"RELAY_REDIS_BACKOFF_MAX": "500ms"}, wait_up=False)
+    wait_for(lambda: r.stderr().count("does not know master 'nosuchmaster'") >= 3, 10, "three sentinels asked")
+    info = relay_info(r.socket)
+    assert info["redis_state"] == "degraded" and info["redis_master"] == "" and info["redis_topology"] == "sentinel", info
+    assert "no sentinel gave master 'nosuchmaster' (tried 3)" in r.stderr()
+    clients = tcp_call(sentinel_set.master_port(), "CLIENT", "LIST").decode()
+    assert "pubsub-relay:" not in clients, clients
+
+
+def test_a_sentinel_down_at_start_is_skipped(sentinel_set, backplane_relay):
+    """The first sentinel of the list is dead: the relay asks the next one and comes up on the
+    master; the followed sentinel is a live one."""
+    dead = free_port()
+    live = ",".join("127.0.0.1:%d" % s.port for s in sentinel_set.sentinels)
+    r = backplane_relay("redis-sentinel://127.0.0.1:%d,%s/%s" % (dead, live, MASTER_NAME))
+    info = wait_redis_state(r, "up")
+    assert info["redis_master"] == "127.0.0.1:%d" % sentinel_set.master_port(), info
+    assert wait_for(lambda: relay_info(r.socket).get("redis_sentinel") not in ("", None), 5, "subscribed") != "127.0.0.1:%d" % dead
+    assert "redis sentinel 127.0.0.1:%d: cannot connect" % dead in r.stderr()
+
+
+def test_check_config_prints_the_sentinel_shape(relay_binary):
+    """`check-config` names the sentinels, the master and the sentinels' login; never a password."""
+    env = relay_env(None, {"REDIS_URL": "redis-sentinel://relay:secret@10.0.0.7:26379,10.0.0.8/mymaster/2",
+                           "RELAY_REDIS_SENTINEL_USERNAME": "watcher", "RELAY_REDIS_SENTINEL_PASSWORD": "s3cret"})
+    out = subprocess.run([relay_binary, "check-config"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "redis backplane redis-sentinel://relay:***@10.0.0.7:26379,10.0.0.8:26379/mymaster/2" in out.stdout, out.stdout
+    assert "master 'mymaster' found through Redis Sentinel: asks 2 sentinel(s) 10.0.0.7:26379, 10.0.0.8:26379 in turn (auth as 'watcher' with a password)" in out.stdout, out.stdout
+    assert "secret" not in out.stdout and "s3cret" not in out.stdout
+    bad = subprocess.run([relay_binary, "check-config"], env=relay_env(None, {"REDIS_URL": "redis-sentinel://10.0.0.7:26379"}),
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 78 and bad.stderr.strip().count("\n") == 0 and "REDIS_URL" in bad.stderr and "names no master" in bad.stderr, bad.stderr
+    tls = subprocess.run([relay_binary, "check-config"], env=relay_env(None, {"REDIS_URL": "rediss-sentinel://10.0.0.7/m"}),
+                         capture_output=True, text=True, timeout=30)
+    assert tls.returncode == 78 and "comes with rediss:// support" in tls.stderr, tls.stderr
