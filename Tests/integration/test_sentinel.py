@@ -27,18 +27,24 @@ from sentinel_fixtures import redis_sentinel_binary, sentinel_set  # noqa: F401 
 
 FLOW_BOUND = 2.0
 CHANNEL = b"flow"
-MESSAGE = re.compile(rb"\*3\r\n\$7\r\nmessage\r\n\$4\r\nflow\r\n\$(\d+)\r\n")
+def message_frame(channel: bytes) -> re.Pattern:
+    return re.compile(rb"\*3\r\n\$7\r\nmessage\r\n\$%d\r\n%s\r\n\$(\d+)\r\n" % (len(channel), re.escape(channel)))
 
 
 class Subscriber:
-    """An app subscribed to `flow` on a relay; records (receive time, payload) in a thread."""
+    """An app subscribed to one channel (`flow`) on a relay; records (receive time, payload) in a thread."""
 
-    def __init__(self, path: str):
+    @classmethod
+    def on(cls, path: str, channel: bytes):
+        return cls(path, channel)
+
+    def __init__(self, path: str, channel: bytes = CHANNEL):
+        self.frame = message_frame(channel)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(5)
         self.sock.connect(path)
-        self.sock.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nflow\r\n")
-        confirmation = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nflow\r\n:1\r\n"
+        self.sock.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(channel), channel))
+        confirmation = b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(channel), channel)
         got = b""
         while len(got) < len(confirmation):
             got += self.sock.recv(len(confirmation) - len(got))
@@ -66,7 +72,7 @@ class Subscriber:
             now = time.monotonic()
             buf += data
             while True:
-                m = MESSAGE.match(buf)
+                m = self.frame.match(buf)
                 if not m:
                     break
                 n = int(m.group(1))
@@ -303,3 +309,43 @@ def test_check_config_prints_the_sentinel_shape(relay_binary):
     tls = subprocess.run([relay_binary, "check-config"], env=relay_env(None, {"REDIS_URL": "rediss-sentinel://10.0.0.7/m"}),
                          capture_output=True, text=True, timeout=30)
     assert tls.returncode == 78 and "comes with rediss:// support" in tls.stderr, tls.stderr
+
+
+def test_postgres_lease_follows_the_master(sentinel_set, relay_factory, pg_db):
+    """The Postgres leader lease lives on the backplane's master: after a kill -9 of the master and
+    then a `SENTINEL FAILOVER`, exactly one relay leads again, the lease key on the new master
+    names it, and a NOTIFY reaches an app subscribed on the other relay through the new master."""
+    psycopg = pytest.importorskip("psycopg", reason="psycopg not installed")
+    from test_pg_bridge import pg_env, wait_one_leader
+    ss = sentinel_set
+    env = pg_env(pg_db.conninfo, "orders", REDIS_URL=ss.url, RELAY_LEADER_TTL="1s", RELAY_REDIS_BACKOFF_MAX="500ms")
+    relays = [relay_factory(env) for _ in range(2)]
+    for r in relays:
+        wait_redis_state(r, "up")
+    wait_one_leader(relays)
+    for round_ in range(2):
+        old = ss.master_port()
+        new = ss.other(old).port
+        if round_ == 0:
+            ss.nodes[old].kill9()
+        else:
+            wait_for(lambda: ss.sentinels[1].call("SENTINEL", "FAILOVER", MASTER_NAME) in (b"OK", "OK", True), 10,
+                     "SENTINEL FAILOVER accepted")
+        for r in relays:
+            wait_for(lambda: relay_info(r.socket).get("redis_master") == "127.0.0.1:%d" % new, 20,
+                     "relay on the new master %d" % new)
+        leader = wait_one_leader(relays, timeout=10)
+        holder = tcp_call(new, "GET", "pubsub-relay:pg-leader")
+        assert holder == relay_info(leader.socket)["redis_relay_id"].encode(), (holder, round_)
+        other = next(r for r in relays if r is not leader)
+        sub = Subscriber.on(other.socket, b"pg:orders")
+        try:
+            with psycopg.connect(pg_db.conninfo, autocommit=True) as c:
+                c.execute("SELECT pg_notify('orders', %s)", ("after-switch-%d" % round_,))
+            got = wait_for(lambda: sub.received, 5, "NOTIFY through the new master (round %d)" % round_)
+            assert [p for _, p in got] == [b"after-switch-%d" % round_], got
+        finally:
+            sub.close()
+        if round_ == 0:
+            ss.nodes[old].start(replicaof=new)
+        ss.wait_healthy(new, 30)
