@@ -243,29 +243,63 @@ class SwitchListener:
 
 
 class Monitor:
-    """MONITOR on one node: (wall time, client address, command name) of what it runs."""
+    """MONITOR on one node: (wall time, client address, command name) of what it runs. Sentinel's
+    reconfiguration of a node ends with `CLIENT KILL TYPE normal`, which cuts MONITOR clients
+    too: the monitor reconnects (within 50 ms; a node being reconfigured by Sentinel kills the
+    relays' connections in the same command, and they come back only through a ROLE check)."""
 
     def __init__(self, port: int):
         self.port = port
-        self.lines: list[tuple[float, str, str]] = []
+        self.lines: list[tuple[float, str, str, str]] = []
+        self.reconnects = 0
         self._lock = threading.Lock()
         self._stop = False
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=0.2)
-        self.sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        self.sock = self._connect(deadline=time.monotonic() + 20)
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
+
+    def _connect(self, deadline: float):
+        # A replica loading its first sync answers -LOADING: MONITOR is retried until +OK (nothing
+        # can run on the node meanwhile, so nothing is missed).
+        while True:
+            first = b""
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+                sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+                while not first.endswith(b"\r\n"):
+                    chunk = sock.recv(1)
+                    if not chunk:
+                        break
+                    first += chunk
+                if first == b"+OK\r\n":
+                    sock.settimeout(0.2)
+                    return sock
+                sock.close()
+            except OSError:
+                pass
+            if self._stop or time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def _read(self):
         buf = b""
         while not self._stop:
+            data = b""
             try:
-                data = self.sock.recv(1 << 20)
+                data = self.sock.recv(1 << 20) if self.sock else b""
             except socket.timeout:
                 continue
             except OSError:
-                return
+                pass
             if not data:
-                return
+                if self.sock:
+                    self.sock.close()
+                self.sock = self._connect(deadline=time.monotonic() + 10)
+                if self.sock is None:
+                    return
+                self.reconnects += 1
+                buf = b""
+                continue
             buf += data
             *lines, buf = buf.split(b"\r\n")
             for line in lines:
@@ -275,23 +309,30 @@ class Monitor:
                 try:
                     ts, rest = line[1:].split(b" [", 1)
                     addr = rest.split(b"]", 1)[0].split(b" ", 1)[1].decode()
-                    command = rest.split(b"] \"", 1)[1].split(b"\"", 1)[0].decode().upper()
+                    args = rest.split(b"] \"", 1)[1].split(b"\" \"")
+                    command = args[0].split(b"\"", 1)[0].decode().upper()
+                    first = args[1].split(b"\"", 1)[0].decode("utf-8", "replace") if len(args) > 1 else ""
                 except (IndexError, ValueError):
                     continue
                 with self._lock:
-                    self.lines.append((float(ts), addr, command))
+                    self.lines.append((float(ts), addr, command, first))
 
-    def publishes(self, after_wall: float, excluding_port: int | None = None) -> list[tuple[float, str, str]]:
-        """PUBLISHes run after `after_wall` (time.time()), not counting those replicated from
-        the node's master (whose connection comes from the master's own port)."""
+    def publishes(self, after_wall: float, before_wall: float = float("inf"), excluding_port: int | None = None,
+                  channel: str | None = None) -> list[tuple[float, str, str, str]]:
+        """PUBLISHes (to `channel`, if given) run between the two wall times (time.time()), not
+        counting those replicated from the node's master (whose connection comes from the master's
+        own port)."""
         with self._lock:
-            return [l for l in self.lines if l[2] == "PUBLISH" and l[0] > after_wall
+            return [l for l in self.lines if l[2] == "PUBLISH" and after_wall < l[0] < before_wall
+                    and (channel is None or l[3] == channel)
                     and (excluding_port is None or not l[1].endswith(":%d" % excluding_port))]
 
     def close(self):
         self._stop = True
+        self.thread.join(3)
         try:
-            self.sock.close()
+            if self.sock:
+                self.sock.close()
         except OSError:
             pass
 

@@ -239,11 +239,14 @@ def test_failovers_keep_apps_connected_and_never_publish_to_the_old_master(senti
             notes.append("%d:%s->%s lost %d" % (k, src, dst, sum(1 for p in window if p not in got)))
         if k > 0:
             # The check below can fail: the monitor saw the relays' PUBLISHes while the node was master.
-            before = monitors[old].publishes(0, excluding_port=new)
-            assert any(ts < switch_at + wall_offset for ts, _, _ in before), "switch %d: MONITOR on %d saw no PUBLISH" % (k, old)
+            before = monitors[old].publishes(0, excluding_port=new, channel="flow")
+            assert any(l[0] < switch_at + wall_offset for l in before), "switch %d: MONITOR on %d saw no PUBLISH before the switch (%d lines, %d reconnects, last %r)" % (
+                k, old, len(monitors[old].lines), monitors[old].reconnects, monitors[old].lines[-3:])
             between = [l for l in before if switch_at + wall_offset < l[0] <= demoted_wall]
             notes.append("%d: %d PUBLISHes on the old master between +switch-master and its demotion" % (k, len(between)))
-        late = monitors[old].publishes(demoted_wall, excluding_port=new)
+        # Until the node may be master again (the next switch, or the end).
+        until_wall = window_end + wall_offset if k + 1 < len(switches) else float("inf")
+        late = monitors[old].publishes(demoted_wall, until_wall, excluding_port=new, channel="flow")
         assert late == [], "switch %d: %d PUBLISHes reached the old master %d after it was demoted, e.g. %r" % (
             k, len(late), old, late[:3])
     print("\nswitch-master -> flowing across relays: median %.3f s, max %.3f s over %d switches x 2 directions"
