@@ -352,3 +352,44 @@ def test_postgres_lease_follows_the_master(sentinel_set, relay_factory, pg_db):
         if round_ == 0:
             ss.nodes[old].start(replicaof=new)
         ss.wait_healthy(new, 30)
+
+
+def test_a_master_demoted_behind_the_sentinels_back_is_left(sentinel_set, backplane_relay, redis_server_binary):
+    """`REPLICAOF` sent to the master by hand (no Sentinel failover, so no `+switch-master` and no
+    CLIENT KILL): the relay's writes on the publisher connection get `-READONLY` within about a
+    second (the fleet-count refresh), it drops that connection, reconnecting is refused by the ROLE
+    check, and from then on no app PUBLISH reaches the demoted node. Once it is master again
+    (`REPLICAOF NO ONE`) the relay comes back up on it."""
+    from sentinel_fixtures import Node
+    ss = sentinel_set
+    master = ss.master_port()
+    r = backplane_relay(ss.url, {"RELAY_REDIS_BACKOFF_MAX": "500ms"})
+    other_port = free_port()
+    elsewhere = Node(redis_server_binary, ss.root, "elsewhere", other_port)
+    monitor = Monitor(master)
+    publisher = Publisher({"a": r.socket})
+    try:
+        time.sleep(0.3)
+        assert tcp_call(master, "REPLICAOF", "127.0.0.1", str(other_port)) in (b"OK", "OK", True)
+        demoted_wall = time.time()
+        info = wait_for(lambda: (lambda i: i if i.get("redis_publisher_link") != "ready" else None)(relay_info(r.socket)),
+                        3, "publisher connection dropped after the demotion")
+        left_wall = time.time()
+        time.sleep(1.5)
+        info = relay_info(r.socket)
+        assert info["redis_state"] == "degraded", info
+        log = r.stderr()
+        assert "answered -READONLY: it is a replica now" in log, log[-2000:]
+        assert "is not a master: ROLE answered slave" in log, log[-2000:]
+        late = monitor.publishes(left_wall, channel="flow")
+        between = monitor.publishes(demoted_wall, left_wall, channel="flow")
+        assert late == [], "%d app PUBLISHes reached the demoted node after the relay left it: %r" % (len(late), late[:3])
+        print("\n-READONLY path: left the demoted master %.3f s after REPLICAOF; %d PUBLISHes reached it meanwhile"
+              % (left_wall - demoted_wall, len(between)))
+        assert tcp_call(master, "REPLICAOF", "NO", "ONE") in (b"OK", "OK", True)
+        wait_redis_state(r, "up", 10)
+        assert publisher.errors == [], publisher.errors
+    finally:
+        publisher.stop()
+        monitor.close()
+        elsewhere.stop()
