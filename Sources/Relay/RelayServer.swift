@@ -30,8 +30,15 @@ public final class RelayServer: Sendable {
 
     /// Binds (or adopts) the socket, starts serving, then tells systemd it is ready.
     /// Throws `StartupError` with a one-line reason.
+    /// `redisTLS`: the files of a `rediss://` URL, read by `RedisTLS.load` (read here when nil).
     public static func start(config: RelayConfig, environment: [String: String], logger: Logger,
-                             metrics: RelayMetrics?) throws -> RelayServer {
+                             metrics: RelayMetrics?, redisTLS loadedTLS: RedisTLS? = nil) throws -> RelayServer {
+        let redisTLS: RedisTLS?
+        do {
+            redisTLS = try loadedTLS ?? RedisTLS.load(config)
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
         raiseOpenFileLimit(logger: logger)
         let notifier = SystemdNotifier.fromEnvironment(environment)
         let activated = try activatedSocket(environment, logger: logger)
@@ -40,7 +47,8 @@ public final class RelayServer: Sendable {
         let loop = group.next()
         do {
             let state = try loop.submit {
-                NIOLoopBound(RelayState(config: config, socketPath: socketPath, eventLoop: loop, logger: logger), eventLoop: loop)
+                NIOLoopBound(RelayState(config: config, socketPath: socketPath, eventLoop: loop, logger: logger, redisTLS: redisTLS),
+                             eventLoop: loop)
             }.wait()
             if let metrics {
                 let histogram = metrics.deliveryLatency
@@ -112,6 +120,9 @@ public final class RelayServer: Sendable {
                 "max_message_bytes": "\(config.maxMessageBytes)",
                 "backplane": "\(config.redisURL.map { $0.redacted } ?? "none (local mode)")",
             ])
+            if let redisTLS {
+                logger.info("redis backplane over TLS: \(redisTLS.summary)")
+            }
             let server = RelayServer(group: group, state: state, serverChannel: channel, listener: listener,
                                      logger: logger, notifier: notifier, metricsServer: metricsServer)
             server.announceReady()
@@ -164,18 +175,27 @@ public final class RelayServer: Sendable {
         }
     }
 
-    /// SIGHUP: applies the reloadable settings of `new` (log level, limits) and says what needs
-    /// a restart. `RELOADING=1` … `READY=1` around it.
-    public func reload(_ new: RelayConfig) {
+    /// SIGHUP: applies the reloadable settings of `new` (log level, limits, the Redis TLS files
+    /// in `redisTLS`, read again by the caller) and says what needs a restart. `RELOADING=1` …
+    /// `READY=1` around it.
+    public func reload(_ new: RelayConfig, redisTLS: RedisTLS? = nil) {
         notifier?.send("RELOADING=1", "MONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds())")
         let logger = self.logger
         let state = self.state
         let status = try? serverChannel.eventLoop.submit { () -> String in
             let relay = state.value
             let plan = relay.config.reloadPlan(to: new)
+            // New upstream connections take the files as they are now (the link reads
+            // `redisTLS` at each connect); established connections keep their session. Not when
+            // REDIS_URL changed: the running link keeps the URL, and the TLS files, it started with.
+            let tlsReloaded = new.redisURL == relay.config.redisURL && redisTLS != nil
+            if tlsReloaded { relay.redisTLS = redisTLS }
             relay.apply(relay.config.applyingReloadable(from: new))
             RelayLogHandler.setLevel(Logger.Level(rawValue: new.logLevel) ?? .info)
-            if plan.applied.isEmpty {
+            if let redisTLS, tlsReloaded {
+                logger.notice("reload: Redis TLS files read again; new upstream connections use them: \(redisTLS.summary)")
+            }
+            if plan.applied.isEmpty && !tlsReloaded {
                 logger.notice("reload: no reloadable setting changed")
             }
             for change in plan.applied {

@@ -29,9 +29,13 @@ final class RelayState {
     /// The Postgres bridge when `DATABASE_URL` is set.
     private(set) var postgres: PostgresBridge?
     private let heapTrim: IdleHeapTrim
+    /// The TLS files of a `rediss://` backplane as last read (start-up or reload): each new
+    /// upstream connection takes the current one.
+    var redisTLS: RedisTLS?
 
-    init(config: RelayConfig, socketPath: String, eventLoop: EventLoop, logger: Logger) {
+    init(config: RelayConfig, socketPath: String, eventLoop: EventLoop, logger: Logger, redisTLS: RedisTLS? = nil) {
         self.config = config
+        self.redisTLS = redisTLS
         self.socketPath = socketPath
         self.logger = logger
         self.heapTrim = IdleHeapTrim(logger: logger)

@@ -30,7 +30,7 @@ struct EnvironmentOptions: ParsableArguments {
 
     /// The process environment merged with the env file, or exits 78 with one line. Also
     /// returns the variables the file set, for `reloadConfig`.
-    func loadConfig() -> (config: RelayConfig, fileKeys: Set<String>) {
+    func loadConfig() -> Loaded {
         switch readConfig(dropping: []) {
         case .success(let loaded): return loaded
         case .failure(let error): fail(error.description)
@@ -40,11 +40,18 @@ struct EnvironmentOptions: ParsableArguments {
     /// SIGHUP: the same reading, but a bad file is reported, not fatal. Under systemd the
     /// start-time file is also in the process environment (`EnvironmentFile=`): its variables
     /// are dropped first, so that a line deleted from the file really goes back to its default.
-    func reloadConfig(startFileKeys: Set<String>) -> Result<RelayConfig, ConfigError> {
-        readConfig(dropping: startFileKeys).map(\.config)
+    func reloadConfig(startFileKeys: Set<String>) -> Result<Loaded, ConfigError> {
+        readConfig(dropping: startFileKeys)
     }
 
-    private func readConfig(dropping: Set<String>) -> Result<(config: RelayConfig, fileKeys: Set<String>), ConfigError> {
+    /// A configuration, the variables its env file set, and the Redis TLS files it names, read.
+    struct Loaded {
+        var config: RelayConfig
+        var fileKeys: Set<String>
+        var redisTLS: RedisTLS?
+    }
+
+    private func readConfig(dropping: Set<String>) -> Result<Loaded, ConfigError> {
         var env = ProcessInfo.processInfo.environment
         for key in dropping { env[key] = nil }
         var fileKeys: Set<String> = []
@@ -75,7 +82,15 @@ struct EnvironmentOptions: ParsableArguments {
         if let group = config.socketGroup, getgrnam(group) == nil, gid_t(group) == nil {
             return .failure(ConfigError("RELAY_SOCKET_GROUP", "no group named '\(group)' on this system; give an existing group name or numeric id"))
         }
-        return .success((config, fileKeys))
+        // The TLS files are read here too, so that a bad one is a configuration error (exit 78,
+        // or a reload that changes nothing), named with its variable.
+        let redisTLS: RedisTLS?
+        do {
+            redisTLS = try RedisTLS.load(config)
+        } catch {
+            return .failure(error)
+        }
+        return .success(Loaded(config: config, fileKeys: fileKeys, redisTLS: redisTLS))
     }
 
     private static func readFile(_ path: String) -> Result<String, ConfigError> {
@@ -113,7 +128,8 @@ struct Run: ParsableCommand {
     @OptionGroup var options: EnvironmentOptions
 
     func run() throws {
-        let (config, startFileKeys) = options.loadConfig()
+        let loaded = options.loadConfig()
+        let (config, startFileKeys) = (loaded.config, loaded.fileKeys)
         RelayLogHandler.setLevel(Logger.Level(rawValue: config.logLevel) ?? .info)
         let format: RelayLogHandler.Format = config.logFormat == .json ? .json : .text
         LoggingSystem.bootstrap { label in RelayLogHandler(label: label, format: format) }
@@ -131,7 +147,8 @@ struct Run: ParsableCommand {
         let server: RelayServer
         do {
             server = try RelayServer.start(config: config, environment: ProcessInfo.processInfo.environment,
-                                           logger: logger, metrics: config.metricsAddress == nil ? nil : metrics)
+                                           logger: logger, metrics: config.metricsAddress == nil ? nil : metrics,
+                                           redisTLS: loaded.redisTLS)
         } catch {
             printError("pubsub-relay: cannot start: \(error)")
             Glibc.exit(1)
@@ -153,7 +170,7 @@ struct Run: ParsableCommand {
         hup.setEventHandler {
             logger.notice("SIGHUP: reloading", metadata: ["env_file": "\(options.envFile ?? "none (environment only)")"])
             switch options.reloadConfig(startFileKeys: startFileKeys) {
-            case .success(let new): server.reload(new)
+            case .success(let new): server.reload(new.config, redisTLS: new.redisTLS)
             case .failure(let error): server.reloadFailed(error.description)
             }
         }
@@ -174,16 +191,16 @@ struct CheckConfig: ParsableCommand {
     @OptionGroup var options: EnvironmentOptions
 
     func run() throws {
-        let config = options.loadConfig().config
-        print(Self.summary(config))
+        let loaded = options.loadConfig()
+        print(Self.summary(loaded.config, tls: loaded.redisTLS))
     }
 
     /// What the relay would run with `config`, in one line; connection strings with their
     /// passwords masked, as the relay logs them.
-    static func summary(_ config: RelayConfig) -> String {
+    static func summary(_ config: RelayConfig, tls: RedisTLS? = nil) -> String {
         var parts = ["configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8))"]
         if let redis = config.redisURL {
-            parts.append("redis backplane \(redis.redacted) (namespace '\(config.namespace)')")
+            parts.append("redis backplane \(redis.redacted)" + (tls.map { " over TLS (\($0.summary))" } ?? "") + " (namespace '\(config.namespace)')")
             if let sentinel = redis.sentinel {
                 let auth = sentinel.password == nil ? "no auth" : "auth as '\(sentinel.username ?? "default")' with a password"
                 parts.append("master '\(sentinel.masterName)' found through Redis Sentinel: asks \(sentinel.sentinels.count) sentinel(s) \(sentinel.sentinels.map(\.description).joined(separator: ", ")) in turn (\(auth)), follows +switch-master")

@@ -891,9 +891,11 @@ def test_bad_redis_url_exit_78(relay_factory, url):
     assert "REDIS_URL" in line, line
 
 
-def test_rediss_url_says_tls_unsupported(relay_factory):
-    line = _expect_78(relay_factory, {"REDIS_URL": "rediss://user:pw@example.invalid:6380/0"})
-    assert "REDIS_URL" in line and "tls" in line.lower(), line
+def test_tls_setting_with_a_plaintext_url_exit_78(relay_factory):
+    # rediss:// is accepted (test_tls.py); a TLS variable with redis:// is a typo'd scheme.
+    line = _expect_78(relay_factory, {"REDIS_URL": "redis://user:pw@example.invalid:6380/0",
+                                      "RELAY_REDIS_TLS_SERVER_NAME": "redis.test"})
+    assert "RELAY_REDIS_TLS_SERVER_NAME" in line and "rediss://" in line and ":pw@" not in line, line
 
 
 @pytest.mark.parametrize("var,value", [("RELAY_REDIS_TIMEOUT", "abc"), ("RELAY_REDIS_TIMEOUT", "-1s"),

@@ -220,7 +220,7 @@ final class PostgresBridge {
             return
         case .acquire:
             backplane.request(lease.acquireCommand) { [unowned self] reply in
-                let ok = reply.map { $0.isStatus && $0.equals("OK") } ?? false
+                let ok = reply == .status(ByteBuffer(string: "OK"))
                 if self.lease!.acquired(ok) {
                     logger.notice("postgres: this relay is now the leader (holds the lease, LISTENs for the fleet)",
                                   metadata: ["lease": "\(lease.key)", "ttl_ms": "\(lease.ttlMilliseconds)"])
@@ -231,7 +231,7 @@ final class PostgresBridge {
             }
         case .renew:
             backplane.request(lease.renewCommand) { [unowned self] reply in
-                let ok = reply.map { $0.isInteger && $0.integer == 1 } ?? false
+                let ok = reply?.integer == 1
                 apply(self.lease!.renewed(ok))
             }
         case .stepDown(let reason):

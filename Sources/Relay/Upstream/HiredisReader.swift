@@ -111,6 +111,34 @@ struct RedisReply {
     }
 }
 
+extension UpstreamReply {
+    /// The typed copy of a hiredis reply (`onSubscriber`: pub/sub confirmations become
+    /// `.confirmation`). Not for messages, which the link delivers from the borrowed reply.
+    init(_ reply: RedisReply, onSubscriber: Bool) {
+        switch reply.type {
+        case REDIS_REPLY_STATUS: self = .status(ByteBuffer(bytes: reply.bytes))
+        case REDIS_REPLY_ERROR: self = .error(ByteBuffer(bytes: reply.bytes))
+        case REDIS_REPLY_INTEGER: self = .integer(reply.integer)
+        case REDIS_REPLY_STRING: self = .bulk(ByteBuffer(bytes: reply.bytes))
+        case REDIS_REPLY_ARRAY:
+            if onSubscriber, reply.count == 3, reply[2].isInteger, let (kind, subscribe) = Self.confirmationKind(reply[0]) {
+                self = .confirmation(kind, subscribe: subscribe, name: ByteBuffer(bytes: reply[1].bytes))
+            } else {
+                self = .array((0..<reply.count).map { UpstreamReply(reply[$0], onSubscriber: false) })
+            }
+        default: self = .null
+        }
+    }
+
+    private static func confirmationKind(_ word: RedisReply) -> (SubscriptionKind, Bool)? {
+        if word.equals("subscribe") { return (.channel, true) }
+        if word.equals("unsubscribe") { return (.channel, false) }
+        if word.equals("psubscribe") { return (.pattern, true) }
+        if word.equals("punsubscribe") { return (.pattern, false) }
+        return nil
+    }
+}
+
 /// Upstream commands as RESP multibulk, written with the project's own encoder: one pass over
 /// the arguments (no recursion, no per-argument allocation), binary-safe, whatever their number.
 enum RedisCommand {

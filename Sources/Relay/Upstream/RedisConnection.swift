@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import RelayCore
 
@@ -28,6 +31,9 @@ final class RedisConnection: ChannelInboundHandler {
     private var outbound: ByteBuffer?
     private var flushScheduled = false
     private(set) var isFailed = false
+    /// Added to the reason when Redis closes the connection before sending a byte (set for
+    /// plaintext TCP: that is what a TLS port does with a plaintext client).
+    var silentCloseHint: String?
 
     init(replyLimits: UpstreamReplyScanner.Limits) {
         self.scanner = UpstreamReplyScanner(limits: replyLimits)
@@ -82,11 +88,18 @@ final class RedisConnection: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fail("connection closed by Redis")
+        fail("connection closed by Redis" + hintIfSilent)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let tls = error as? RedisTLSError { return fail(tls.description) }
+        if let io = error as? IOError { return fail("connection error: \(String(cString: strerror(io.errnoCode)))" + hintIfSilent) }
         fail("connection error: \(error)")
+    }
+
+    private var hintIfSilent: String {
+        guard lastReadNanoseconds == 0, let silentCloseHint else { return "" }
+        return " before it answered; \(silentCloseHint)"
     }
 
     /// Marks the connection failed, tells the delegate once, and closes it.

@@ -15,6 +15,8 @@ public struct RelayConfig: Sendable, Equatable {
     public var socketGroup: String?
     /// The Redis backplane; nil = local mode.
     public var redisURL: RedisURL?
+    /// How a `rediss://` URL's TLS is checked; nil unless `redisURL` uses TLS.
+    public var redisTLS: RedisTLSOptions?
     /// Deadline for connecting to Redis, its handshake, and each PING on the subscriber link.
     public var redisTimeoutMilliseconds = 3000
     /// Cap of the reconnect backoff (exponential from 50 ms, with jitter).
@@ -50,7 +52,7 @@ public struct RelayConfig: Sendable, Equatable {
         "RELAY_METRICS_ADDR", "RELAY_LOG_LEVEL", "RELAY_LOG_FORMAT", "RELAY_ENABLE_DEBUG_COMMAND",
         "RELAY_REDIS_TIMEOUT", "RELAY_REDIS_BACKOFF_MAX", "RELAY_LEADER_TTL",
         "RELAY_REDIS_SENTINEL_USERNAME", "RELAY_REDIS_SENTINEL_PASSWORD",
-    ]
+    ] + RedisTLSOptions.variables
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
@@ -85,6 +87,7 @@ public struct RelayConfig: Sendable, Equatable {
         if let url = value("REDIS_URL") {
             c.redisURL = try RedisURL.parse(url)
         }
+        c.redisTLS = try RedisTLSOptions.parse(value, url: c.redisURL)
         try sentinelCredentials(value("RELAY_REDIS_SENTINEL_USERNAME"), value("RELAY_REDIS_SENTINEL_PASSWORD"), into: &c)
         if let v = value("RELAY_REDIS_TIMEOUT") {
             c.redisTimeoutMilliseconds = try duration(v, "RELAY_REDIS_TIMEOUT", min: 100, max: 60_000)
@@ -195,6 +198,20 @@ public struct RelayConfig: Sendable, Equatable {
             "\($0.hardBytes) \($0.softBytes) \($0.softSeconds)"
         }
         applied("RELAY_ENABLE_DEBUG_COMMAND", debugCommandEnabled, new.debugCommandEnabled)
+        // The TLS settings are read for each new upstream connection, so they apply without a
+        // restart — unless REDIS_URL changed too: the running link keeps its URL, and the TLS
+        // settings that go with it.
+        let tlsSettings: [(String, (RedisTLSOptions?) -> String?)] = [
+            (RedisTLSOptions.caFileVariable, { $0?.caFile }), (RedisTLSOptions.certFileVariable, { $0?.certFile }),
+            (RedisTLSOptions.keyFileVariable, { $0?.keyFile }), (RedisTLSOptions.serverNameVariable, { $0?.serverName }),
+        ]
+        for (name, setting) in tlsSettings {
+            if redisURL == new.redisURL {
+                applied(name, setting(redisTLS), setting(new.redisTLS)) { $0 ?? "(unset)" }
+            } else {
+                restart(name, setting(redisTLS), setting(new.redisTLS))
+            }
+        }
         restart("RELAY_SOCKET", socketPath, new.socketPath)
         restart("RELAY_SOCKET_MODE", socketMode, new.socketMode)
         restart("RELAY_SOCKET_GROUP", socketGroup, new.socketGroup)
@@ -222,6 +239,7 @@ public struct RelayConfig: Sendable, Equatable {
         c.queryBufferLimit = new.queryBufferLimit
         c.clientBufferLimit = new.clientBufferLimit
         c.debugCommandEnabled = new.debugCommandEnabled
+        if redisURL == new.redisURL { c.redisTLS = new.redisTLS }
         return c
     }
 

@@ -47,7 +47,7 @@ extension RedisURL {
         if text.hasPrefix("rediss-sentinel://") {
             // Parsed first, so that a mistake in the URL is reported as such.
             _ = try parseSentinel(String(text.dropFirst("rediss-sentinel://".count)), original: text, tls: true)
-            throw ConfigError(variable, "TLS to Sentinel (rediss-sentinel://) comes with rediss:// support, which this build does not have yet; use redis-sentinel:// (plain TCP to the sentinels and the master)")
+            throw ConfigError(variable, "TLS to Sentinel (rediss-sentinel://) is not supported yet: the sentinel connections have no TLS (rediss:// to one server has); use redis-sentinel:// (plain TCP to the sentinels and the master)")
         }
         return nil
     }
@@ -92,6 +92,7 @@ extension RedisURL {
         }
         if segments.count == 2, !segments[1].isEmpty { url.db = try database(segments[1]) }
         url.sentinel = Sentinel(sentinels: sentinels, masterName: name, tls: tls)
+        url.tls = tls
         return url
     }
 

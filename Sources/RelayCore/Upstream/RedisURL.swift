@@ -2,11 +2,13 @@
 ///
 /// Accepted forms (README, "Configuration", `REDIS_URL`):
 /// * `redis://[user[:password]@]host[:port][/db]` (IPv6 hosts in brackets; port 6379 by default)
+/// * `rediss://…`, the same over TLS (the relay does its own I/O through swift-nio-ssl; hiredis
+///   only parses replies, so its lack of TLS does not matter)
 /// * `unix:///path/to/redis.sock[?db=n&password=…&user=…]`
 /// * `redis-sentinel://[user[:password]@]h1[:26379][,h2[:26379]…]/<master-name>[/db]` (README,
 ///   "Redis Sentinel"): the master is discovered from the sentinels; `sentinel` is set and
 ///   `address` is only a placeholder until discovery answers.
-/// User and password are percent-decoded. `rediss://` is refused: Debian's hiredis has no TLS.
+/// User and password are percent-decoded.
 public struct RedisURL: Sendable, Equatable {
     public enum Address: Sendable, Equatable {
         case tcp(host: String, port: Int)
@@ -17,14 +19,23 @@ public struct RedisURL: Sendable, Equatable {
     public var username: String?
     public var password: String?
     public var db = 0
+    /// `rediss://`: the TCP connection carries TLS (the `RedisTLSOptions` say how it is checked).
+    public var tls = false
     /// Set for `redis-sentinel://` URLs: where the sentinels are and which master to follow.
     public var sentinel: Sentinel?
 
-    public init(address: Address, username: String? = nil, password: String? = nil, db: Int = 0) {
+    public init(address: Address, username: String? = nil, password: String? = nil, db: Int = 0, tls: Bool = false) {
         self.address = address
         self.username = username
         self.password = password
         self.db = db
+        self.tls = tls
+    }
+
+    /// The TCP host, for TLS name checks; nil for a Unix socket.
+    public var host: String? {
+        if case .tcp(let host, _) = address { return host }
+        return nil
     }
 
     /// The URL with the password replaced by `***`, for logs and INFO.
@@ -37,7 +48,7 @@ public struct RedisURL: Sendable, Equatable {
                 credentials = (username ?? "") + (password != nil ? ":***" : "") + "@"
             }
             let shownHost = host.contains(":") ? "[\(host)]" : host
-            return "redis://\(credentials)\(shownHost):\(port)/\(db)"
+            return (tls ? "rediss://" : "redis://") + "\(credentials)\(shownHost):\(port)/\(db)"
         case .unix(let path):
             var query: [String] = []
             if db != 0 { query.append("db=\(db)") }
@@ -48,12 +59,14 @@ public struct RedisURL: Sendable, Equatable {
     }
 
     static let variable = "REDIS_URL"
-    static let forms = "redis://[user[:password]@]host[:port][/db] or unix:///path[?db=n&password=…]"
+    static let forms = "redis://[user[:password]@]host[:port][/db], rediss://… (TLS) or unix:///path[?db=n&password=…]"
 
     public static func parse(_ text: String) throws(ConfigError) -> RedisURL {
         if let url = try parseSentinelForms(text) { return url }
         if text.hasPrefix("rediss://") {
-            throw ConfigError(variable, "TLS (rediss://) is not supported: Debian's hiredis 0.14 has no TLS; reach Redis over a Unix socket, loopback or a TLS tunnel (stunnel) and use redis://")
+            var url = try parseTCP(String(text.dropFirst("rediss://".count)), original: text)
+            url.tls = true
+            return url
         }
         if text.hasPrefix("redis://") { return try parseTCP(String(text.dropFirst("redis://".count)), original: text) }
         if text.hasPrefix("unix://") { return try parseUnix(String(text.dropFirst("unix://".count)), original: text) }

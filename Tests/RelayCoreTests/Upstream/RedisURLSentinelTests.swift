@@ -39,8 +39,9 @@ import Testing
     @Test func theTLSFormIsParsedWithItsFlagAndRefusedUntilTLSExists() throws {
         let u = try RedisURL.parseSentinel("h1:26379,h2/m/1", original: "rediss-sentinel://h1:26379,h2/m/1", tls: true)
         #expect(u.sentinel?.tls == true)
+        #expect(u.tls, "the master connection carries TLS too")
         #expect(u.sentinelRedacted(u.sentinel!) == "rediss-sentinel://h1:26379,h2:26379/m/1")
-        #expect(reason("rediss-sentinel://h1:26379/m").contains("comes with rediss:// support"))
+        #expect(reason("rediss-sentinel://h1:26379/m").contains("TLS to Sentinel (rediss-sentinel://) is not supported yet"))
         // A mistake in the URL is named before the missing TLS support.
         #expect(reason("rediss-sentinel://h1:26379").contains("names no master"))
     }

@@ -21,6 +21,16 @@ import Testing
         #expect(try RedisURL.parse("redis://u:p@ss@h").password == "p@ss")
     }
 
+    /// `rediss://` is the TCP form with TLS; the redacted URL keeps the scheme, so logs say TLS.
+    @Test func tlsForm() throws {
+        let url = try RedisURL.parse("rediss://relay:s%40cret@redis.internal:6380/1")
+        #expect(url == RedisURL(address: .tcp(host: "redis.internal", port: 6380), username: "relay", password: "s@cret", db: 1, tls: true))
+        #expect(url.redacted == "rediss://relay:***@redis.internal:6380/1")
+        #expect(try RedisURL.parse("rediss://[::1]").address == .tcp(host: "::1", port: 6379))
+        #expect(try !RedisURL.parse("redis://h").tls)
+        #expect(try RedisURL.parse("rediss://h") != RedisURL.parse("redis://h"), "a scheme change is a REDIS_URL change (restart)")
+    }
+
     @Test func unixForms() throws {
         #expect(try RedisURL.parse("unix:///run/redis/redis.sock") == RedisURL(address: .unix(path: "/run/redis/redis.sock")))
         let u = try RedisURL.parse("unix:///tmp/r.sock?db=3&password=p%26w&user=relay")
@@ -38,7 +48,7 @@ import Testing
             }
         }
         #expect(reason("http://localhost").contains("not a Redis URL"))
-        #expect(reason("rediss://h:6379").contains("TLS"))
+        #expect(reason("rediss://:6379").contains("no host"))
         #expect(reason("redis://h:0").contains("not a TCP port"))
         #expect(reason("redis://h:70000").contains("not a TCP port"))
         #expect(reason("redis://h/x").contains("not a database number"))

@@ -1,0 +1,929 @@
+import DequeModule
+import NIOCore
+
+/// The Redis backplane's logic (README, "The Redis backplane"), without I/O: one subscriber and
+/// one publisher connection to the node that carries the fleet's pub/sub, whatever the number of
+/// local clients. Like postgres-nio's `ConnectionStateMachine`, it is fed events — a connection
+/// is up, a reply came, a connection failed, a tick, a client subscribed or published, the
+/// master moved — and returns the actions the I/O edge runs: connect, send, answer a client,
+/// undo a refused subscription, log. Time is passed in with each event (uptime nanoseconds).
+///
+/// * Upstream (P)SUBSCRIBE is reference-counted from the registry's first/last transitions; a
+///   client's confirmation waits for Redis's (subscribe-then-publish safety). If Redis refuses a
+///   subscription (an error reply, e.g. `-NOPERM`), the client's command fails with Redis's error.
+/// * Local PUBLISH goes to Redis only; local subscribers get it when Redis delivers it back.
+/// * While either connection is down the relay is *degraded*: subscriptions are confirmed locally
+///   and PUBLISH is delivered locally (the executor's side). Each connection reconnects on its own
+///   with capped, jittered backoff; the subscriber resubscribes everything in one pipeline.
+///
+/// `Client` is the registry's subscriber type, `Waiter` a place in a client's output that the
+/// edge reserved (a reply slot), `Callback` a request of another part of the relay.
+public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
+    public enum Role: String, Sendable, CaseIterable {
+        case subscriber = "sub"
+        case publisher = "pub"
+    }
+
+    public enum Phase: String, Sendable {
+        case down, connecting, handshaking, syncing, ready
+    }
+
+    /// One connection attempt: events about an older attempt of the same role are ignored.
+    public struct ConnectionID: Hashable, Sendable {
+        public let role: Role
+        public let generation: Int
+    }
+
+    public struct Settings: Sendable {
+        public var relayID: String
+        /// The URL as logs show it (password hidden).
+        public var shownURL: String
+        public var username: String?
+        public var password: String?
+        public var db: Int
+        public var namespace: String
+        /// Connect, handshake and silence deadline (`RELAY_REDIS_TIMEOUT`).
+        public var timeoutNanoseconds: UInt64
+        /// Cap of the reconnect backoff (`RELAY_REDIS_BACKOFF_MAX`).
+        public var backoffCapMilliseconds: Int
+        /// How long a relay's fleet counts outlive it in Redis.
+        public var fleetTTLMilliseconds: Int
+        /// Redis Sentinel (README, "Redis Sentinel"): connect only once `masterChanged` named a
+        /// master, require `ROLE` to say `master`, and leave a node that answers `-READONLY`.
+        public var followsMaster: Bool
+
+        public init(relayID: String, shownURL: String = "", username: String? = nil, password: String? = nil, db: Int = 0,
+                    namespace: String, timeoutNanoseconds: UInt64, backoffCapMilliseconds: Int,
+                    fleetTTLMilliseconds: Int = 5000, followsMaster: Bool = false) {
+            self.relayID = relayID
+            self.shownURL = shownURL
+            self.username = username
+            self.password = password
+            self.db = db
+            self.namespace = namespace
+            self.timeoutNanoseconds = timeoutNanoseconds
+            self.backoffCapMilliseconds = backoffCapMilliseconds
+            self.fleetTTLMilliseconds = fleetTTLMilliseconds
+            self.followsMaster = followsMaster
+        }
+
+        /// PING on the subscriber connection: every second, or twice per timeout if shorter.
+        var pingIntervalNanoseconds: UInt64 { min(1_000_000_000, timeoutNanoseconds / 2) }
+    }
+
+    public enum LogLevel: Sendable {
+        case debug, info, notice, warning, error
+    }
+
+    public enum Action {
+        /// Open the connection (to the current master's address).
+        case connect(ConnectionID)
+        /// Open it after a wait (the backoff).
+        case connectAfter(ConnectionID, milliseconds: Int)
+        /// Close it without telling the machine (it already knows).
+        case close(ConnectionID)
+        /// Send one command (written with the tick's other commands in one write).
+        case send(ConnectionID, [ByteBuffer])
+        /// Fill a client's reserved place: its reply, or nil to lift a barrier.
+        case fill(Waiter, ByteBuffer?)
+        /// Fill it with Redis's reply, re-encoded in the client's protocol.
+        case fillWithReply(Waiter, UpstreamReply)
+        /// Fill it with this relay's own answer to a PUBSUB question.
+        case fillWithLocalAnswer(Waiter, PubSubQuery)
+        /// Redis refused a subscription that `names` were added with: drop them again.
+        case undoSubscriptions(Client, SubscriptionKind, [ByteBuffer])
+        /// Hand a request's reply (nil: the connection dropped first) to whoever asked.
+        case complete(Callback, UpstreamReply?)
+        case log(LogLevel, String, [(String, String)])
+        /// Forwarding or reachability may have changed (the Postgres bridge follows it).
+        case stateChanged
+        /// Sentinel: the node is not (or no longer) a master; the sentinels are to be asked again.
+        case notMaster(String)
+    }
+
+    /// What the next non-push reply on a connection answers.
+    enum Expected {
+        /// A login step; an error fails the attempt when `fatal` (or when Redis says NOAUTH).
+        case handshake(step: String, fatal: Bool)
+        /// The handshake's closing PING.
+        case handshakeDone
+        /// Sentinel: the handshake's `ROLE`, which must say `master`.
+        case role
+        case ping
+        case publish(Waiter)
+        case query(Waiter, PubSubQuery)
+        /// One of the EVALs of a fleet-wide NUMSUB (an index into `numsubs`).
+        case numsubPart(Int)
+        /// Fleet-count writes: an error is logged, nothing waits.
+        case bookkeeping
+        /// The last write of a fleet-count batch: releases the clients whose confirmation waited.
+        case fleetAck([Waiter])
+        case callback(Callback)
+        /// A (P)(UN)SUBSCRIBE of `total` names, `remaining` not yet confirmed. Redis answers with
+        /// one push per name, or with one error for the whole command.
+        case subscriptions(total: Int, remaining: Int)
+    }
+
+    struct Connection {
+        let role: Role
+        var phase = Phase.down
+        var generation = 0
+        var expected: Deque<Expected> = []
+        var deadline = ReplyDeadline()
+        var backoff: ReconnectBackoff
+        var everConnected = false
+        var lastPingSent: UInt64 = 0
+        /// Bookkeeping errors are logged once per connection.
+        var loggedBookkeepingError = false
+        /// When the lost connection was last known good: the gap starts there.
+        var lostAt: UInt64?
+        /// When bytes last arrived on it (told by the edge with each event).
+        var lastHeard: UInt64 = 0
+
+        var id: ConnectionID { ConnectionID(role: role, generation: generation) }
+    }
+
+    /// One client's SUBSCRIBE or PSUBSCRIBE whose confirmations wait for upstream.
+    struct SubscribeWait {
+        let client: Client
+        let waiter: Waiter
+        let kind: SubscriptionKind
+        /// The names the command added (undone if Redis refuses any).
+        let names: [ByteBuffer]
+        var remaining: Int
+        /// Redis's error line, once it refused one of the names.
+        var refusal: ByteBuffer?
+    }
+
+    /// A fleet-wide NUMSUB answered by several EVALs, gathered in order.
+    struct NumsubGather {
+        let waiter: Waiter
+        let query: PubSubQuery
+        var remaining: Int
+        var failed = false
+        var elements = 0
+        var body = ByteBuffer()
+    }
+
+    public let settings: Settings
+    private let registry: SubscriptionRegistry<Client>
+    private var sub: Connection
+    private var pub: Connection
+    private var ledger = UpstreamSubscriptionLedger<Int>()
+    private var waits: [Int: SubscribeWait] = [:]
+    private var nextWaitID = 0
+    private var numsubs: [Int: NumsubGather] = [:]
+    private var nextNumsubID = 0
+    /// Resubscribe confirmations still expected after a reconnect.
+    private var resyncRemaining = 0
+    /// Upstream (un)subscribe names gathered in this tick, sent as one command per run.
+    private var pendingRun: (kind: SubscriptionKind, subscribe: Bool, names: [ByteBuffer])?
+    private var fleet: FleetCounts
+    private var fleetWaiters: [(client: Client, waiter: Waiter)] = []
+    private var lastFleetRefresh: UInt64 = 0
+    private var lastTick: UInt64 = 0
+    /// The last freeze of the relay's own loop that a tick noticed: (when it began, when it ended).
+    private var lastStall: (start: UInt64, end: UInt64)?
+    /// Names whose refusal by Redis was logged (once each; bounded).
+    private var loggedRefusals: Set<ByteBuffer> = []
+    private var stopped = false
+    private var hasBeenUp = false
+    /// Sentinel: whether `masterChanged` has named a master yet.
+    private var masterKnown = false
+    /// A random number in 0..<1 for the backoff's jitter (injected by tests).
+    public var random: () -> Double = { Double.random(in: 0..<1) }
+
+    /// Local PUBLISH goes upstream (both connections ready and resubscribed).
+    public private(set) var isForwarding = false
+    /// Since when the relay is degraded (uptime ns); nil while forwarding.
+    public private(set) var degradedSince: UInt64?
+    public private(set) var reconnects = 0
+    /// Sentinel: failovers followed (master changes after the first).
+    public private(set) var masterSwitches = 0
+    public private(set) var gaps = 0
+    public private(set) var gapSecondsTotal = 0.0
+    public private(set) var lastError = ""
+    /// PUBLISHes whose connection dropped before Redis answered (answered 0, not delivered).
+    public private(set) var unconfirmedPublishes = 0
+    /// Subscriptions Redis refused (each failed its client's command with Redis's error).
+    public private(set) var refusedSubscriptions = 0
+    /// Connections dropped because Redis sent more than the relay's caps allow.
+    public private(set) var replyLimitDisconnects = 0
+
+    public static var tickNanoseconds: UInt64 { 100_000_000 }
+    /// How long after a freeze of the loop the bytes read may be ones that waited in the kernel.
+    static var staleAfterStallNanoseconds: UInt64 { 2_000_000_000 }
+
+    public init(settings: Settings, registry: SubscriptionRegistry<Client>, now: UInt64) {
+        self.settings = settings
+        self.registry = registry
+        let backoff = ReconnectBackoff(capMilliseconds: settings.backoffCapMilliseconds)
+        self.sub = Connection(role: .subscriber, backoff: backoff)
+        self.pub = Connection(role: .publisher, backoff: backoff)
+        self.fleet = FleetCounts(namespace: settings.namespace, relayID: settings.relayID,
+                                 ttlMilliseconds: settings.fleetTTLMilliseconds)
+        self.degradedSince = now
+        self.lastTick = now
+    }
+
+    // MARK: State
+
+    public func phase(_ role: Role) -> Phase { connection(role).phase }
+
+    /// Whether commands can be sent (PUBLISH, the lease), whatever the subscriber's state.
+    public var isPublisherReady: Bool { pub.phase == .ready }
+
+    /// Redis answers on at least one of the two connections. The subscriber counts from the
+    /// moment it sends its resubscriptions (syncing): from then on Redis may deliver, so a relay
+    /// delivering Postgres events locally must stop.
+    public var isReachable: Bool { sub.phase == .syncing || sub.phase == .ready || pub.phase == .ready }
+
+    public var pendingConfirmations: Int { ledger.count }
+
+    /// Whether `id` is the current attempt of its role.
+    public func isCurrent(_ id: ConnectionID) -> Bool { connection(id.role).generation == id.generation }
+
+    private func connection(_ role: Role) -> Connection { role == .subscriber ? sub : pub }
+
+    private mutating func with<R>(_ role: Role, _ body: (inout Connection) -> R) -> R {
+        role == .subscriber ? body(&sub) : body(&pub)
+    }
+
+    // MARK: Lifecycle events
+
+    public mutating func start(now: UInt64) -> [Action] {
+        lastTick = now
+        var actions: [Action] = [.log(.info, "redis backplane: connecting", [("url", settings.shownURL), ("relay_id", settings.relayID)])]
+        for role in Role.allCases { connect(role, &actions) }
+        return actions
+    }
+
+    /// Shutdown: removes this relay's fleet counts (its apps stop counting at once) and closes.
+    public mutating func stop() -> [Action] {
+        stopped = true
+        var actions: [Action] = []
+        if pub.phase == .ready {
+            for command in fleet.removal() { actions.append(.send(pub.id, command)) }
+        }
+        for role in Role.allCases {
+            with(role) { c in
+                if c.phase != .down { actions.append(.close(c.id)) }
+                c.phase = .down
+                c.generation += 1
+            }
+        }
+        return actions
+    }
+
+    private mutating func connect(_ role: Role, _ actions: inout [Action]) {
+        guard !stopped else { return }
+        guard masterKnown || !settings.followsMaster else { return }  // Sentinel: no address yet
+        let id = with(role) { c -> ConnectionID in
+            c.generation += 1
+            c.phase = .connecting
+            c.expected.removeAll()
+            c.deadline.reset()
+            return c.id
+        }
+        actions.append(.connect(id))
+    }
+
+    /// Sentinel: the sentinels name a master, `shown` (the first, or a new one after a failover).
+    /// Both connections are dropped and reconnected there at once, without the backoff wait; the
+    /// resubscription of any reconnect re-establishes every subscription, and the gap is logged
+    /// and counted as for any outage.
+    public mutating func masterChanged(shown: String, now: UInt64) -> [Action] {
+        guard settings.followsMaster, !stopped else { return [] }
+        var actions: [Action] = []
+        if masterKnown {
+            masterSwitches += 1
+            actions.append(.log(.notice, "redis master switched: reconnecting both connections to the new master",
+                                [("master", shown), ("master_switches", "\(masterSwitches)")]))
+        }
+        masterKnown = true
+        for role in Role.allCases {
+            if connection(role).phase == .down {
+                connect(role, &actions)
+            } else {
+                linkFailed(role, "the master moved to \(shown) (sentinel failover)", now, &actions, atOnce: true)
+            }
+        }
+        return actions
+    }
+
+    /// A reconnect wait ended.
+    public mutating func reconnectDue(_ id: ConnectionID) -> [Action] {
+        guard isCurrent(id), connection(id.role).phase == .down else { return [] }
+        var actions: [Action] = []
+        connect(id.role, &actions)
+        return actions
+    }
+
+    /// The transport is up: login, name, and the closing PING, pipelined.
+    public mutating func connected(_ id: ConnectionID, now: UInt64) -> [Action] {
+        guard isCurrent(id), connection(id.role).phase == .connecting else { return [] }
+        var actions: [Action] = []
+        with(id.role) { c in
+            c.phase = .handshaking
+            c.loggedBookkeepingError = false
+            c.lastHeard = now
+        }
+        if let password = settings.password {
+            var auth = [Self.arg("AUTH")]
+            if let user = settings.username { auth.append(Self.arg(user)) }
+            auth.append(Self.arg(password))
+            send(id.role, auth, .handshake(step: "AUTH", fatal: true), now, &actions)
+        }
+        if id.role == .publisher && settings.db != 0 {
+            send(id.role, [Self.arg("SELECT"), Self.arg(String(settings.db))], .handshake(step: "SELECT", fatal: true), now, &actions)
+        }
+        send(id.role, [Self.arg("CLIENT"), Self.arg("SETNAME"), Self.arg("pubsub-relay:\(settings.relayID):\(id.role.rawValue)")],
+             .handshake(step: "CLIENT SETNAME", fatal: false), now, &actions)
+        if settings.followsMaster { send(id.role, [Self.arg("ROLE")], .role, now, &actions) }
+        send(id.role, [Self.arg("PING")], .handshakeDone, now, &actions)
+        return actions
+    }
+
+    /// The connection failed or closed (`lastHeard`: when its last bytes arrived;
+    /// `exceededReplyLimits`: Redis sent more than the caps allow).
+    public mutating func failed(_ id: ConnectionID, reason: String, lastHeard: UInt64? = nil,
+                                exceededReplyLimits: Bool = false, now: UInt64) -> [Action] {
+        guard isCurrent(id) else { return [] }
+        if exceededReplyLimits { replyLimitDisconnects += 1 }
+        if let lastHeard { with(id.role) { $0.lastHeard = max($0.lastHeard, lastHeard) } }
+        var actions: [Action] = []
+        linkFailed(id.role, reason, now, &actions)
+        return actions
+    }
+
+    /// Drops a connection: everything waiting on it is answered locally, the relay goes
+    /// degraded, and a reconnect is scheduled.
+    private mutating func linkFailed(_ role: Role, _ reason: String, _ now: UInt64, _ actions: inout [Action],
+                                     atOnce: Bool = false) {
+        guard connection(role).phase != .down else { return }
+        let lastTick = self.lastTick
+        let lastStall = self.lastStall
+        let random = self.random
+        let (id, wasUp, expected, delay) = with(role) { c -> (ConnectionID, Bool, Deque<Expected>, Int) in
+            let wasUp = c.phase == .ready || c.phase == .syncing
+            if wasUp {
+                // The gap starts when the link was last known good: its last bytes — unless the
+                // loop was frozen since the last tick, for then those bytes may have waited in the
+                // kernel since before Redis cut the connection.
+                var knownGood = c.lastHeard
+                if now - min(lastTick, now) > 3 * Self.tickNanoseconds {
+                    knownGood = min(knownGood, lastTick)
+                } else if let stall = lastStall, knownGood >= stall.start, now - stall.end < Self.staleAfterStallNanoseconds {
+                    // A tick noticed the freeze first; the bytes read since may still be stale.
+                    knownGood = stall.start
+                }
+                c.lostAt = knownGood
+            }
+            let id = c.id
+            c.phase = .down
+            c.deadline.reset()
+            let expected = c.expected
+            c.expected.removeAll()
+            let delay = atOnce ? 0 : c.backoff.nextDelayMilliseconds(now: now, unit: random)
+            return (id, wasUp, expected, delay)
+        }
+        actions.append(.close(id))
+        var waitIDs: [Int] = []
+        if role == .subscriber {
+            waitIDs = ledger.reset()
+            resyncRemaining = 0
+            pendingRun = nil
+        }
+        lastError = reason
+        updateMode(now, &actions)
+        guard !stopped else { return }
+        actions.append(.log(wasUp ? .error : .warning, "redis \(role == .subscriber ? "subscriber" : "publisher") connection down",
+                            [("reason", reason), ("retry_in_ms", "\(delay)"), ("url", settings.shownURL)]))
+        actions.append(.connectAfter(id, milliseconds: delay))
+        // Answer what waited only now: a client resuming here already sees the relay degraded.
+        for entry in expected { resolveLocally(entry, &actions) }
+        for waitID in waitIDs { resolve(waitID, refusal: nil, &actions) }
+    }
+
+    private mutating func resolveLocally(_ entry: Expected, _ actions: inout [Action]) {
+        switch entry {
+        case .publish(let w):
+            unconfirmedPublishes += 1
+            var reply = ByteBuffer()
+            reply.writeRESPInteger(0)
+            actions.append(.fill(w, reply))
+        case .query(let w, let query):
+            actions.append(.fillWithLocalAnswer(w, query))
+        case .numsubPart(let id):
+            numsubPartDone(id, nil, &actions)
+        case .fleetAck(let waiters):
+            for w in waiters { actions.append(.fill(w, nil)) }
+        case .callback(let callback):
+            actions.append(.complete(callback, nil))
+        case .handshake, .handshakeDone, .role, .ping, .bookkeeping, .subscriptions:
+            break
+        }
+    }
+
+    private mutating func updateMode(_ now: UInt64, _ actions: inout [Action]) {
+        defer { actions.append(.stateChanged) }
+        let forwarding = sub.phase == .ready && pub.phase == .ready
+        guard forwarding != isForwarding else { return }
+        isForwarding = forwarding
+        if forwarding {
+            sub.lostAt = nil
+            pub.lostAt = nil
+            if let since = degradedSince, hasBeenUp {
+                let seconds = Double(now - min(since, now)) / 1e9
+                gaps += 1
+                gapSecondsTotal += seconds
+                actions.append(.log(.notice, "redis backplane restored; messages other relays published during the gap were not delivered here",
+                                    [("gap_seconds", Self.format(seconds)), ("reconnects", "\(reconnects)")]))
+            } else {
+                actions.append(.log(.info, "redis backplane up", [("relay_id", settings.relayID)]))
+            }
+            hasBeenUp = true
+            degradedSince = nil
+        } else {
+            degradedSince = [sub.lostAt, pub.lostAt].compactMap { $0 }.min() ?? now
+            if hasBeenUp {
+                actions.append(.log(.error, "redis backplane lost: degraded mode, local publishes reach local subscribers only",
+                                    [("reason", lastError)]))
+            }
+        }
+    }
+
+    // MARK: Tick
+
+    /// Every 100 ms: hung-peer deadlines, the subscriber's PING, the fleet-count refresh.
+    /// `lastHeard` gives, per role, when bytes last arrived.
+    public mutating func tick(now: UInt64, lastHeard: (Role) -> UInt64?) -> [Action] {
+        var actions: [Action] = []
+        // Redis is hung when it has been silent for the timeout with a request outstanding. After a
+        // stall of the relay's own loop (a long burst of work, SIGSTOP) its replies may be sitting
+        // unread in the socket: a deadline missed meanwhile says nothing about Redis.
+        let stalled = now - min(lastTick, now) > 3 * Self.tickNanoseconds
+        if stalled { lastStall = (lastTick, now) }
+        for role in Role.allCases where connection(role).phase != .down && connection(role).phase != .connecting {
+            let heard = lastHeard(role)
+            let timeout = settings.timeoutNanoseconds
+            let overdue = with(role) { c -> Bool in
+                if let heard { c.lastHeard = max(c.lastHeard, heard) }
+                c.deadline.resume(at: stalled ? now : c.lastHeard)
+                return !stalled && c.deadline.isOverdue(now: now, timeoutNanoseconds: timeout)
+            }
+            if overdue {
+                linkFailed(role, "no reply from Redis within \(Self.format(Double(settings.timeoutNanoseconds) / 1e9)) s (hung, stopped or overloaded)",
+                           now, &actions)
+            }
+        }
+        if sub.phase == .ready || sub.phase == .syncing, now - sub.lastPingSent >= settings.pingIntervalNanoseconds {
+            sub.lastPingSent = now
+            send(.subscriber, [Self.arg("PING")], .ping, now, &actions)
+        }
+        if pub.phase == .ready, now - lastFleetRefresh >= 1_000_000_000 {
+            // Unrefreshed for most of its lifetime (the relay was stalled or stopped): the hash
+            // may have expired in Redis, so it is written whole again.
+            if now - lastFleetRefresh >= UInt64(settings.fleetTTLMilliseconds) * 800_000 {
+                rewriteFleetCounts(now, &actions)
+            } else {
+                lastFleetRefresh = now
+                for command in fleet.refresh() { send(.publisher, command, .bookkeeping, now, &actions) }
+            }
+        }
+        lastTick = now
+        return actions
+    }
+
+    // MARK: Replies
+
+    /// A reply (or a confirmation push) on a connection.
+    public mutating func received(_ id: ConnectionID, _ reply: UpstreamReply, now: UInt64) -> [Action] {
+        guard isCurrent(id), connection(id.role).phase != .down else { return [] }
+        var actions: [Action] = []
+        with(id.role) { $0.lastHeard = now }
+        if case .confirmation(let kind, let subscribe, let name) = reply {
+            guard id.role == .subscriber else {
+                linkFailed(id.role, "unexpected pub/sub confirmation on the publisher connection", now, &actions)
+                return actions
+            }
+            confirmation(kind, subscribe, name, now, &actions)
+            return actions
+        }
+        if settings.followsMaster, case .error = reply, reply.text.hasPrefix("READONLY") {
+            // Never publish to a demoted master (a replica accepts PUBLISH and keeps it to itself).
+            linkFailed(id.role, "the node answered -READONLY: it is a replica now", now, &actions)
+            actions.append(.notMaster("-READONLY"))
+            return actions
+        }
+        guard let expected = with(id.role, { $0.expected.popFirst() }) else {
+            linkFailed(id.role, "unexpected reply from Redis: \(String(reply.text.prefix(80)))", now, &actions)
+            return actions
+        }
+        with(id.role) { $0.deadline.answered() }
+        switch expected {
+        case .handshake(let step, let fatal):
+            if case .error = reply {
+                let text = reply.text
+                if fatal || text.hasPrefix("NOAUTH") || text.hasPrefix("WRONGPASS") {
+                    linkFailed(id.role, "Redis refused \(step): \(text)", now, &actions)
+                } else {
+                    actions.append(.log(.notice, "redis: \(step) refused (continuing)", [("error", text)]))
+                }
+            }
+        case .role:
+            var role = reply.text
+            if case .array(let items) = reply, let first = items.first { role = first.text }
+            if role != "master" {
+                linkFailed(id.role, "the node is not a master: ROLE answered \(role.prefix(80))", now, &actions)
+                actions.append(.notMaster("ROLE answered \(role.prefix(80))"))
+            }
+        case .handshakeDone, .ping:
+            if reply.isError {
+                linkFailed(id.role, "Redis answered PING with an error: \(reply.text)", now, &actions)
+            } else if case .handshakeDone = expected {
+                handshakeDone(id.role, now, &actions)
+            }
+        case .publish(let w):
+            actions.append(.fillWithReply(w, reply))
+        case .query(let w, let query):
+            if reply.isError {
+                actions.append(.log(.warning, "redis: fleet-wide PUBSUB query failed; answering from this relay's own subscribers",
+                                    [("error", reply.text)]))
+                actions.append(.fillWithLocalAnswer(w, query))
+            } else {
+                actions.append(.fillWithReply(w, reply))
+            }
+        case .numsubPart(let gather):
+            if reply.isError {
+                actions.append(.log(.warning, "redis: fleet-wide PUBSUB query failed; answering from this relay's own subscribers",
+                                    [("error", reply.text)]))
+            }
+            numsubPartDone(gather, reply, &actions)
+        case .bookkeeping:
+            logBookkeepingError(id.role, reply, &actions)
+        case .fleetAck(let waiters):
+            logBookkeepingError(id.role, reply, &actions)
+            for w in waiters { actions.append(.fill(w, nil)) }
+        case .callback(let callback):
+            actions.append(.complete(callback, reply))
+        case .subscriptions(let total, let remaining):
+            guard reply.isError, remaining == total else {
+                linkFailed(id.role, "subscriber connection out of step: \(String(reply.text.prefix(80))) in answer to a subscription command",
+                           now, &actions)
+                return actions
+            }
+            subscriptionsRefused(total, reply, now, &actions)
+        }
+        return actions
+    }
+
+    private mutating func handshakeDone(_ role: Role, _ now: UInt64, _ actions: inout [Action]) {
+        let wasConnected = with(role) { c -> Bool in
+            c.backoff.connected(at: now)
+            defer { c.everConnected = true }
+            return c.everConnected
+        }
+        if wasConnected { reconnects += 1 }
+        switch role {
+        case .subscriber:
+            resubscribe(now, &actions)
+        case .publisher:
+            rewriteFleetCounts(now, &actions)
+            pub.phase = .ready
+            updateMode(now, &actions)
+        }
+    }
+
+    /// Every channel and pattern held locally, in one pipeline.
+    private mutating func resubscribe(_ now: UInt64, _ actions: inout [Action]) {
+        sub.phase = .syncing
+        flushRun(now, &actions)
+        let channels = Array(registry.activeChannels)
+        let patterns = Array(registry.patterns.keys)
+        resyncRemaining = channels.count + patterns.count
+        for (kind, names) in [(SubscriptionKind.channel, channels), (.pattern, patterns)] {
+            var start = 0
+            while start < names.count {
+                let chunk = Array(names[start..<min(start + Self.namesPerCommand, names.count)])
+                for name in chunk { ledger.sent(kind, name, subscribe: true) }
+                sendSubscriptionCommand(kind, subscribe: true, chunk, now, &actions)
+                start += chunk.count
+            }
+        }
+        if resyncRemaining == 0 {
+            sub.phase = .ready
+        } else {
+            actions.append(.log(.info, "redis backplane: resubscribing", [("channels", "\(channels.count)"), ("patterns", "\(patterns.count)")]))
+        }
+        updateMode(now, &actions)
+    }
+
+    private mutating func confirmation(_ kind: SubscriptionKind, _ subscribe: Bool, _ name: ByteBuffer,
+                                       _ now: UInt64, _ actions: inout [Action]) {
+        guard case .subscriptions(let total, let remaining)? = sub.expected.first else {
+            linkFailed(.subscriber, "subscriber connection out of step: a confirmation with no subscription command in flight", now, &actions)
+            return
+        }
+        if remaining > 1 {
+            sub.expected[0] = .subscriptions(total: total, remaining: remaining - 1)
+        } else {
+            sub.expected.removeFirst()
+            sub.deadline.answered()
+        }
+        do {
+            let waitIDs = try ledger.confirmed(kind, name, subscribe: subscribe)
+            resyncProgressed(now, &actions)
+            for waitID in waitIDs { resolve(waitID, refusal: nil, &actions) }
+        } catch {
+            linkFailed(.subscriber, "subscriber connection out of step: \(error)", now, &actions)
+        }
+    }
+
+    /// One resubscription after a reconnect was answered; the last one makes the link ready.
+    private mutating func resyncProgressed(_ now: UInt64, _ actions: inout [Action]) {
+        guard resyncRemaining > 0 else { return }
+        resyncRemaining -= 1
+        if resyncRemaining == 0 {
+            sub.phase = .ready
+            updateMode(now, &actions)
+        }
+    }
+
+    /// Redis answered a (P)SUBSCRIBE of `count` names with an error: none of them is subscribed.
+    /// A command of several names (one tick's subscriptions of several clients, or a
+    /// resubscription) is sent again one name at a time, so that only the names Redis refuses
+    /// fail; a refused name fails the commands of the clients that waited for it.
+    private mutating func subscriptionsRefused(_ count: Int, _ reply: UpstreamReply, _ now: UInt64, _ actions: inout [Action]) {
+        let refused: [UpstreamSubscriptionLedger<Int>.Refused]
+        do {
+            refused = try ledger.refuseOldest(count)
+        } catch {
+            linkFailed(.subscriber, "subscriber connection out of step: \(error)", now, &actions)
+            return
+        }
+        var errorLine = ByteBuffer()
+        reply.write(asRESP: .resp2, into: &errorLine)
+        // Names queued for this tick are in the ledger already: they go out before the retries.
+        flushRun(now, &actions)
+        for entry in refused {
+            if count > 1, entry.subscribe, holdsLocally(entry.kind, entry.name) {
+                ledger.sent(entry.kind, entry.name, subscribe: true)
+                for waitID in entry.waiters { _ = ledger.wait(for: entry.kind, entry.name, waitID) }
+                sendSubscriptionCommand(entry.kind, subscribe: true, [entry.name], now, &actions)
+                continue
+            }
+            if entry.subscribe {
+                refusedSubscriptions += 1
+                let first = loggedRefusals.count < 10_000 && loggedRefusals.insert(entry.name).inserted
+                let shown = String(decoding: entry.name.readableBytesView.prefix(128), as: UTF8.self)
+                actions.append(.log(first ? .warning : .debug,
+                                    "redis refused a subscription: the apps asking for it get Redis's error, other subscriptions carry on",
+                                    [(entry.kind == .channel ? "channel" : "pattern", shown), ("error", reply.text)]))
+            }
+            resyncProgressed(now, &actions)
+            for waitID in entry.waiters { resolve(waitID, refusal: errorLine, &actions) }
+        }
+    }
+
+    private func holdsLocally(_ kind: SubscriptionKind, _ name: ByteBuffer) -> Bool {
+        kind == .channel ? registry.numberOfSubscribers(channel: name) > 0 : registry.patterns[name] != nil
+    }
+
+    /// One of the names a SUBSCRIBE waited for was confirmed (or confirmed locally, the link
+    /// having dropped), or refused; after the last, the client sees its confirmations or Redis's
+    /// error (and the command is undone).
+    private mutating func resolve(_ waitID: Int, refusal: ByteBuffer?, _ actions: inout [Action]) {
+        guard var wait = waits[waitID] else { return }
+        if let refusal, wait.refusal == nil { wait.refusal = refusal }
+        wait.remaining -= 1
+        guard wait.remaining == 0 else {
+            waits[waitID] = wait
+            return
+        }
+        waits[waitID] = nil
+        if let refusal = wait.refusal {
+            actions.append(.undoSubscriptions(wait.client, wait.kind, wait.names))
+            actions.append(.fill(wait.waiter, refusal))
+        } else {
+            actions.append(.fill(wait.waiter, nil))
+        }
+    }
+
+    private mutating func numsubPartDone(_ id: Int, _ reply: UpstreamReply?, _ actions: inout [Action]) {
+        guard var gather = numsubs[id] else { return }
+        gather.remaining -= 1
+        if !gather.failed, case .array(let elements)? = reply {
+            gather.elements += elements.count
+            for e in elements { e.write(asRESP: .resp2, into: &gather.body) }
+        } else {
+            gather.failed = true
+            gather.body = ByteBuffer()
+        }
+        guard gather.remaining == 0 else {
+            numsubs[id] = gather
+            return
+        }
+        numsubs[id] = nil
+        if gather.failed {
+            actions.append(.fillWithLocalAnswer(gather.waiter, gather.query))
+        } else {
+            var out = ByteBuffer()
+            out.writeRESPArrayHeader(gather.elements)
+            out.writeImmutableBuffer(gather.body)
+            actions.append(.fill(gather.waiter, out))
+        }
+    }
+
+    private mutating func logBookkeepingError(_ role: Role, _ reply: UpstreamReply, _ actions: inout [Action]) {
+        guard reply.isError else { return }
+        let first = with(role) { c -> Bool in
+            defer { c.loggedBookkeepingError = true }
+            return !c.loggedBookkeepingError
+        }
+        guard first else { return }
+        actions.append(.log(.warning, "redis: writing the fleet subscriber counts failed; PUBSUB NUMSUB will miss this relay's apps",
+                            [("error", reply.text), ("namespace", fleet.namespace)]))
+    }
+
+    // MARK: Client events (from the executor, through the edge)
+
+    /// `client` now holds `name` (`first`: no local client held it before). `waiter` is asked
+    /// for only when the client's confirmation must also wait for the fleet-count write.
+    public mutating func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: Client,
+                                           now: UInt64, waiter: () -> Waiter) -> [Action] {
+        var actions: [Action] = []
+        if kind == .channel { fleetChanged(name, client: isForwarding ? client : nil, waiter) }
+        if first, sub.phase == .syncing || sub.phase == .ready {
+            queueSubscription(kind, name.compacted(), subscribe: true, now, &actions)
+        }
+        return actions
+    }
+
+    public mutating func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool, now: UInt64) -> [Action] {
+        var actions: [Action] = []
+        if kind == .channel { fleetChanged(name, client: nil) { fatalError("no waiter without a client") } }
+        if last, sub.phase == .syncing || sub.phase == .ready {
+            queueSubscription(kind, name.compacted(), subscribe: false, now, &actions)
+        }
+        return actions
+    }
+
+    /// The names of one SUBSCRIBE/PSUBSCRIBE that wait for upstream (empty: confirm at once).
+    public func pendingNames(_ kind: SubscriptionKind, _ names: [ByteBuffer]) -> [ByteBuffer] {
+        guard isForwarding else { return [] }
+        return names.filter { ledger.isPending(kind, $0) }
+    }
+
+    /// Holds `client`'s confirmations in `waiter` until every one of `pending` is confirmed;
+    /// `names` are all the names the command added (undone if Redis refuses one).
+    public mutating func hold(_ kind: SubscriptionKind, names: [ByteBuffer], pending: [ByteBuffer], for client: Client, waiter: Waiter) {
+        let id = nextWaitID
+        nextWaitID += 1
+        waits[id] = SubscribeWait(client: client, waiter: waiter, kind: kind, names: names, remaining: pending.count)
+        for name in pending { _ = ledger.wait(for: kind, name, id) }
+    }
+
+    public mutating func publish(channel: ByteBuffer, payload: ByteBuffer, waiter: Waiter, now: UInt64) -> [Action] {
+        var actions: [Action] = []
+        send(.publisher, [Self.publishCommand, channel, payload], .publish(waiter), now, &actions)
+        return actions
+    }
+
+    /// A PUBSUB question for the whole fleet; nil while degraded (answer locally, reserving nothing).
+    public mutating func answer(_ query: PubSubQuery, now: UInt64, waiter: () -> Waiter) -> [Action]? {
+        guard isForwarding else { return nil }
+        var actions: [Action] = []
+        let w = waiter()
+        switch query {
+        case .numsub(let channels):
+            let commands = fleet.numsubCommands(channels)
+            let id = nextNumsubID
+            nextNumsubID += 1
+            numsubs[id] = NumsubGather(waiter: w, query: query, remaining: commands.count)
+            for command in commands { send(.publisher, command, .numsubPart(id), now, &actions) }
+        case .channels(let pattern):
+            send(.publisher, [Self.arg("PUBSUB"), Self.arg("CHANNELS")] + (pattern.map { [$0] } ?? []), .query(w, query), now, &actions)
+        case .numpat:
+            send(.publisher, [Self.arg("PUBSUB"), Self.arg("NUMPAT")], .query(w, query), now, &actions)
+        }
+        return actions
+    }
+
+    /// A command on the publisher connection for another part of the relay; its reply (nil if
+    /// the connection is not ready or drops first) comes back as `.complete`.
+    public mutating func request(_ args: [ByteBuffer], _ callback: Callback, now: UInt64) -> [Action] {
+        guard pub.phase == .ready else { return [.complete(callback, nil)] }
+        var actions: [Action] = []
+        send(.publisher, args, .callback(callback), now, &actions)
+        return actions
+    }
+
+    /// The end of the tick in which subscriptions or counts changed: the gathered run of
+    /// (un)subscriptions and the fleet-count update go out.
+    public mutating func flush(now: UInt64) -> [Action] {
+        var actions: [Action] = []
+        flushRun(now, &actions)
+        flushFleet(now, &actions)
+        return actions
+    }
+
+    // MARK: Sending
+
+    private mutating func send(_ role: Role, _ args: [ByteBuffer], _ expected: Expected, _ now: UInt64, _ actions: inout [Action]) {
+        let phase = connection(role).phase
+        guard phase != .down && phase != .connecting else {
+            resolveLocally(expected, &actions)
+            return
+        }
+        let id = with(role) { c -> ConnectionID in
+            c.expected.append(expected)
+            c.deadline.sent(at: now)
+            return c.id
+        }
+        actions.append(.send(id, args))
+    }
+
+    /// Most names one upstream (P)(UN)SUBSCRIBE carries.
+    static var namesPerCommand: Int { 1024 }
+
+    /// Upstream (un)subscriptions of one tick go out as one command per run of the same kind
+    /// (SUBSCRIBE a b c …), in order; the ledger records each name as it is queued.
+    private mutating func queueSubscription(_ kind: SubscriptionKind, _ name: ByteBuffer, subscribe: Bool,
+                                            _ now: UInt64, _ actions: inout [Action]) {
+        ledger.sent(kind, name, subscribe: subscribe)
+        if let run = pendingRun, run.kind != kind || run.subscribe != subscribe || run.names.count >= Self.namesPerCommand {
+            flushRun(now, &actions)
+        }
+        if pendingRun == nil { pendingRun = (kind, subscribe, []) }
+        pendingRun!.names.append(name)
+    }
+
+    private mutating func flushRun(_ now: UInt64, _ actions: inout [Action]) {
+        guard let run = pendingRun else { return }
+        pendingRun = nil
+        sendSubscriptionCommand(run.kind, subscribe: run.subscribe, run.names, now, &actions)
+    }
+
+    /// `(P)(UN)SUBSCRIBE name…` on the subscriber connection (the ledger already has the names).
+    private mutating func sendSubscriptionCommand(_ kind: SubscriptionKind, subscribe: Bool, _ names: [ByteBuffer],
+                                                  _ now: UInt64, _ actions: inout [Action]) {
+        let verb = (kind == .pattern ? "P" : "") + (subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE")
+        send(.subscriber, [Self.arg(verb)] + names, .subscriptions(total: names.count, remaining: names.count), now, &actions)
+    }
+
+    /// A channel's local count changed: written to the fleet hash at the end of the tick. While
+    /// forwarding, the subscribing client's confirmation also waits for that write, so that a
+    /// NUMSUB asked after the confirmation (anywhere in the fleet) counts it.
+    private mutating func fleetChanged(_ channel: ByteBuffer, client: Client?, _ waiter: () -> Waiter) {
+        fleet.changed(channel.compacted())
+        guard pub.phase == .ready else { return }
+        if let client, fleetWaiters.last?.client !== client {
+            fleetWaiters.append((client, waiter()))
+        }
+    }
+
+    private mutating func flushFleet(_ now: UInt64, _ actions: inout [Action]) {
+        let waiters = fleetWaiters.map(\.waiter)
+        fleetWaiters = []
+        guard pub.phase == .ready, fleet.hasChanges else {
+            for w in waiters { actions.append(.fill(w, nil)) }
+            return
+        }
+        let commands = fleet.takeUpdate { registry.numberOfSubscribers(channel: $0) }
+        for (i, command) in commands.enumerated() {
+            send(.publisher, command, i == commands.count - 1 ? .fleetAck(waiters) : .bookkeeping, now, &actions)
+        }
+    }
+
+    /// This relay's whole fleet-count hash, from the registry (after a reconnect or a stall).
+    private mutating func rewriteFleetCounts(_ now: UInt64, _ actions: inout [Action]) {
+        let counts = registry.activeChannels.map { ($0, registry.numberOfSubscribers(channel: $0)) }
+        for command in fleet.takeFullRewrite(counts) { send(.publisher, command, .bookkeeping, now, &actions) }
+        lastFleetRefresh = now
+    }
+
+    // MARK: Helpers
+
+    private static var publishCommand: ByteBuffer { BackplaneCommandWords.publish }
+
+    static func arg(_ s: String) -> ByteBuffer {
+        ByteBuffer(string: s)
+    }
+
+    static func format(_ seconds: Double) -> String { SecondsText.format(seconds) }
+}
+
+/// Words of the hot path's commands, made once (a generic type cannot hold stored statics).
+enum BackplaneCommandWords {
+    static let publish = ByteBuffer(string: "PUBLISH")
+}
+
+/// Seconds with three decimals, as the logs and INFO show them (`gap_seconds=4.084`).
+public enum SecondsText {
+    public static func format(_ seconds: Double) -> String {
+        let ms = Int((seconds * 1000).rounded())
+        let frac = ms % 1000
+        return "\(ms / 1000)." + String(repeating: "0", count: frac < 10 ? 2 : frac < 100 ? 1 : 0) + "\(frac)"
+    }
+}
