@@ -37,6 +37,7 @@ public final class RelayMetrics: Sendable {
     private let unconfirmedPublishes: Prometheus.Counter
     private let refusedSubscriptions: Prometheus.Counter
     private let replyLimitDisconnects: Prometheus.Counter
+    private let masterSwitches: Prometheus.Counter
     private let pgReceived: Prometheus.Counter
     private let pgPublished: Prometheus.Counter
     private let leaseChanges: Prometheus.Counter
@@ -89,6 +90,9 @@ public final class RelayMetrics: Sendable {
         replyLimitDisconnects = registry.makeCounter(
             name: p + "redis_reply_limit_disconnects_total",
             help: "Redis connections dropped because a reply exceeded the relay's caps on elements or bulk size.")
+        masterSwitches = registry.makeCounter(
+            name: p + "redis_master_switches_total",
+            help: "Redis Sentinel failovers followed: the backplane moved to a new master.")
         pgReceived = registry.makeCounter(name: p + "postgres_notifications_received_total",
                                           help: "Postgres notifications received by this relay's listener.")
         pgPublished = registry.makeCounter(name: p + "postgres_notifications_published_total",
@@ -141,6 +145,7 @@ public final class RelayMetrics: Sendable {
                 advance(unconfirmedPublishes, "unconfirmed_publishes", r.unconfirmedPublishes)
                 advance(refusedSubscriptions, "refused_subscriptions", r.refusedSubscriptions)
                 advance(replyLimitDisconnects, "reply_limit_disconnects", r.replyLimitDisconnects)
+                advance(masterSwitches, "master_switches", r.masterSwitches)
             }
             advance(dropped, "dropped", s.droppedFrames)
             advance(disconnectsSlow, "slow", s.slowConsumerDisconnects)

@@ -50,6 +50,7 @@ struct RelaySnapshot: Sendable {
         guard let r = redis else { return "\"not configured\"" }
         return "{\"state\":\"\(r.state)\",\"subscriber\":\"\(r.subscriber)\",\"publisher\":\"\(r.publisher)\","
             + "\"degraded_seconds\":\(r.degradedSeconds.map { UpstreamRedisLink.format($0) } ?? "0"),"
-            + "\"reconnects\":\(r.reconnects),\"last_error\":\(RelayLogHandler.jsonString(r.lastError))}"
+            + "\"reconnects\":\(r.reconnects),\"last_error\":\(RelayLogHandler.jsonString(r.lastError)),"
+            + "\"topology\":\"\(r.topology)\",\"master\":\(RelayLogHandler.jsonString(r.master)),\"master_switches\":\(r.masterSwitches)}"
     }
 }

@@ -198,7 +198,11 @@ final class RelayState {
                 "redis_unconfirmed_publishes:\(status.unconfirmedPublishes)",
                 "redis_refused_subscriptions:\(status.refusedSubscriptions)",
                 "redis_reply_limit_disconnects:\(status.replyLimitDisconnects)",
+                "redis_topology:\(status.topology)",
+                "redis_master:\(status.master)",
+                "redis_master_switches:\(status.masterSwitches)",
             ]
+            if status.topology == "sentinel" { lines.append("redis_sentinel:\(status.sentinel)") }
         } else {
             lines.append("redis_backplane:disabled")
         }

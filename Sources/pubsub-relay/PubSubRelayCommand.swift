@@ -201,6 +201,10 @@ struct CheckConfig: ParsableCommand {
         var parts = ["configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8))"]
         if let redis = config.redisURL {
             parts.append("redis backplane \(redis.redacted)" + (tls.map { " over TLS (\($0.summary))" } ?? "") + " (namespace '\(config.namespace)')")
+            if let sentinel = redis.sentinel {
+                let auth = sentinel.password == nil ? "no auth" : "auth as '\(sentinel.username ?? "default")' with a password"
+                parts.append("master '\(sentinel.masterName)' found through Redis Sentinel: asks \(sentinel.sentinels.count) sentinel(s) \(sentinel.sentinels.map(\.description).joined(separator: ", ")) in turn (\(auth)), follows +switch-master")
+            }
         } else {
             parts.append("local mode (no REDIS_URL)")
         }

@@ -30,6 +30,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     private var connections: [Machine.Role: (id: Machine.ConnectionID, handler: RedisConnection)] = [:]
     private var flushScheduled = false
     private var stopped = false
+    /// Redis Sentinel: finds the master and follows its failovers (nil for a fixed address).
+    private var sentinelWatcher: SentinelWatcher?
     /// Told after any change of the connections' state (the Postgres bridge follows it).
     var onStateChange: (() -> Void)?
     /// Called every tick (100 ms) while the link runs.
@@ -45,7 +47,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         let settings = Machine.Settings(
             relayID: relayID, shownURL: url.redacted, username: url.username, password: url.password, db: url.db,
             namespace: config.namespace, timeoutNanoseconds: UInt64(config.redisTimeoutMilliseconds) * 1_000_000,
-            backoffCapMilliseconds: config.redisBackoffMaxMilliseconds)
+            backoffCapMilliseconds: config.redisBackoffMaxMilliseconds, followsMaster: url.sentinel != nil)
         self.machine = Machine(settings: settings, registry: state.hub.registry, now: Self.now())
     }
 
@@ -54,6 +56,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     // MARK: Lifecycle
 
     func start() {
+        startSentinelWatcher()
         run(machine.start(now: Self.now()))
         scheduleTick()
     }
@@ -61,6 +64,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     /// Shutdown: removes this relay's fleet counts (its apps stop counting at once) and closes.
     func stop() {
         stopped = true
+        sentinelWatcher?.stop()
         run(machine.stop())
     }
 
@@ -102,6 +106,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 logger.log(level: Self.level(level), "\(message)", metadata: fields)
             case .stateChanged:
                 onStateChange?()
+            case .notMaster(let reason):
+                sentinelWatcher?.masterRefused(reason)
             }
         }
     }
@@ -112,6 +118,11 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     }
 
     private func connect(_ id: Machine.ConnectionID) {
+        guard let address = masterAddress else {
+            // The machine connects only once a master is known; kept total for safety.
+            run(machine.failed(id, reason: "no master known yet", now: Self.now()))
+            return
+        }
         let handler = RedisConnection(replyLimits: replyLimits)
         handler.delegate = self
         connections[id.role] = (id, handler)
@@ -129,7 +140,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 }
             }
         let future: EventLoopFuture<Channel>
-        switch url.address {
+        switch address {
         case .unix(let path):
             future = bootstrap.connect(unixDomainSocketPath: path)
         case .tcp(let host, let port):
@@ -146,7 +157,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 if !handler.isFailed { run(machine.connected(id, now: Self.now())) }
             case .failure(let error):
                 connections[id.role] = nil
-                run(machine.failed(id, reason: "cannot connect to \(url.redacted): \(Self.describe(error))", now: Self.now()))
+                run(machine.failed(id, reason: "cannot connect to \(connectTarget): \(Self.describe(error))", now: Self.now()))
             }
         }
     }
@@ -283,7 +294,42 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             lastError: machine.lastError,
             upstreamChannels: state.hub.registry.channelCount, upstreamPatterns: state.hub.registry.patternCount,
             pendingConfirmations: machine.pendingConfirmations, unconfirmedPublishes: machine.unconfirmedPublishes,
-            refusedSubscriptions: machine.refusedSubscriptions, replyLimitDisconnects: machine.replyLimitDisconnects)
+            refusedSubscriptions: machine.refusedSubscriptions, replyLimitDisconnects: machine.replyLimitDisconnects,
+            topology: sentinelWatcher == nil ? "standalone" : "sentinel", master: masterAddress.map(Self.show) ?? "",
+            masterSwitches: machine.masterSwitches, sentinel: sentinelWatcher?.subscribedSentinel?.description ?? "")
+    }
+
+    // MARK: Sentinel
+
+    /// Where the connections go: the URL's fixed address, or the master the sentinels named (nil
+    /// until they have answered).
+    private var masterAddress: RedisURL.Address? {
+        guard let sentinelWatcher else { return url.address }
+        return sentinelWatcher.master.map { .tcp(host: $0.host, port: $0.port) }
+    }
+
+    private var connectTarget: String {
+        guard let master = sentinelWatcher?.master, let name = url.sentinel?.masterName else { return url.redacted }
+        return "master '\(name)' at \(master)"
+    }
+
+    private func startSentinelWatcher() {
+        guard let sentinel = url.sentinel else { return }
+        let watcher = SentinelWatcher(
+            sentinel: sentinel, timeoutMilliseconds: Int(timeout.nanoseconds / 1_000_000),
+            backoffCapMilliseconds: machine.settings.backoffCapMilliseconds, eventLoop: eventLoop, logger: logger
+        ) { [unowned self] address in
+            run(machine.masterChanged(shown: Self.show(address), now: Self.now()))
+        }
+        sentinelWatcher = watcher
+        watcher.start()
+    }
+
+    private static func show(_ address: RedisURL.Address) -> String {
+        switch address {
+        case .tcp(let host, let port): return RedisURL.Sentinel.Endpoint(host: host, port: port).description
+        case .unix(let path): return path
+        }
     }
 
     // MARK: Helpers
@@ -348,6 +394,14 @@ struct RedisLinkStatus: Sendable {
     var unconfirmedPublishes: Int
     var refusedSubscriptions: Int
     var replyLimitDisconnects: Int
+    /// `standalone` or `sentinel` (README, "Redis Sentinel").
+    var topology = "standalone"
+    /// The address the connections go to (`host:port`, or the socket path); empty while unknown.
+    var master = ""
+    /// Failovers followed.
+    var masterSwitches = 0
+    /// The sentinel whose `+switch-master` is followed (empty when none, or standalone).
+    var sentinel = ""
 
     /// `up`, or `degraded` (not yet connected, or lost: local delivery only).
     var state: String { forwarding ? "up" : "degraded" }

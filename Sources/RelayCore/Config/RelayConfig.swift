@@ -51,6 +51,7 @@ public struct RelayConfig: Sendable, Equatable {
         "RELAY_MAX_ARGUMENTS", "RELAY_QUERY_BUFFER_LIMIT", "RELAY_CLIENT_BUFFER_LIMIT",
         "RELAY_METRICS_ADDR", "RELAY_LOG_LEVEL", "RELAY_LOG_FORMAT", "RELAY_ENABLE_DEBUG_COMMAND",
         "RELAY_REDIS_TIMEOUT", "RELAY_REDIS_BACKOFF_MAX", "RELAY_LEADER_TTL",
+        "RELAY_REDIS_SENTINEL_USERNAME", "RELAY_REDIS_SENTINEL_PASSWORD",
     ] + RedisTLSOptions.variables
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -87,6 +88,7 @@ public struct RelayConfig: Sendable, Equatable {
             c.redisURL = try RedisURL.parse(url)
         }
         c.redisTLS = try RedisTLSOptions.parse(value, url: c.redisURL)
+        try sentinelCredentials(value("RELAY_REDIS_SENTINEL_USERNAME"), value("RELAY_REDIS_SENTINEL_PASSWORD"), into: &c)
         if let v = value("RELAY_REDIS_TIMEOUT") {
             c.redisTimeoutMilliseconds = try duration(v, "RELAY_REDIS_TIMEOUT", min: 100, max: 60_000)
         }
@@ -213,7 +215,9 @@ public struct RelayConfig: Sendable, Equatable {
         restart("RELAY_SOCKET", socketPath, new.socketPath)
         restart("RELAY_SOCKET_MODE", socketMode, new.socketMode)
         restart("RELAY_SOCKET_GROUP", socketGroup, new.socketGroup)
-        restart("REDIS_URL", redisURL, new.redisURL)
+        restart("REDIS_URL", redisURL?.withoutSentinelCredentials, new.redisURL?.withoutSentinelCredentials)
+        restart("RELAY_REDIS_SENTINEL_USERNAME", redisURL?.sentinel?.username, new.redisURL?.sentinel?.username)
+        restart("RELAY_REDIS_SENTINEL_PASSWORD", redisURL?.sentinel?.password, new.redisURL?.sentinel?.password)
         restart("RELAY_REDIS_TIMEOUT", redisTimeoutMilliseconds, new.redisTimeoutMilliseconds)
         restart("RELAY_REDIS_BACKOFF_MAX", redisBackoffMaxMilliseconds, new.redisBackoffMaxMilliseconds)
         restart("RELAY_LEADER_TTL", leaderTTLMilliseconds, new.leaderTTLMilliseconds)
@@ -237,6 +241,21 @@ public struct RelayConfig: Sendable, Equatable {
         c.debugCommandEnabled = new.debugCommandEnabled
         if redisURL == new.redisURL { c.redisTLS = new.redisTLS }
         return c
+    }
+
+    /// The sentinels' own credentials, kept in the sentinel part of `REDIS_URL` (README,
+    /// "Redis Sentinel"); meaningless, and refused, with any other form of the URL.
+    static func sentinelCredentials(_ username: String?, _ password: String?, into c: inout RelayConfig) throws(ConfigError) {
+        guard username != nil || password != nil else { return }
+        let name = password != nil ? "RELAY_REDIS_SENTINEL_PASSWORD" : "RELAY_REDIS_SENTINEL_USERNAME"
+        guard c.redisURL?.sentinel != nil else {
+            throw ConfigError(name, "is set but REDIS_URL is not a redis-sentinel:// URL; unset it, or list the sentinels in REDIS_URL")
+        }
+        guard password != nil else {
+            throw ConfigError("RELAY_REDIS_SENTINEL_USERNAME", "is set without RELAY_REDIS_SENTINEL_PASSWORD; a sentinel user logs in with both (AUTH user password)")
+        }
+        c.redisURL!.sentinel!.username = username
+        c.redisURL!.sentinel!.password = password
     }
 
     /// A Unix socket path the kernel accepts: not abstract, at most 107 bytes (sun_path less NUL).

@@ -48,10 +48,13 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         public var backoffCapMilliseconds: Int
         /// How long a relay's fleet counts outlive it in Redis.
         public var fleetTTLMilliseconds: Int
+        /// Redis Sentinel (README, "Redis Sentinel"): connect only once `masterChanged` named a
+        /// master, require `ROLE` to say `master`, and leave a node that answers `-READONLY`.
+        public var followsMaster: Bool
 
         public init(relayID: String, shownURL: String = "", username: String? = nil, password: String? = nil, db: Int = 0,
                     namespace: String, timeoutNanoseconds: UInt64, backoffCapMilliseconds: Int,
-                    fleetTTLMilliseconds: Int = 5000) {
+                    fleetTTLMilliseconds: Int = 5000, followsMaster: Bool = false) {
             self.relayID = relayID
             self.shownURL = shownURL
             self.username = username
@@ -61,6 +64,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             self.timeoutNanoseconds = timeoutNanoseconds
             self.backoffCapMilliseconds = backoffCapMilliseconds
             self.fleetTTLMilliseconds = fleetTTLMilliseconds
+            self.followsMaster = followsMaster
         }
 
         /// PING on the subscriber connection: every second, or twice per timeout if shorter.
@@ -93,6 +97,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case log(LogLevel, String, [(String, String)])
         /// Forwarding or reachability may have changed (the Postgres bridge follows it).
         case stateChanged
+        /// Sentinel: the node is not (or no longer) a master; the sentinels are to be asked again.
+        case notMaster(String)
     }
 
     /// What the next non-push reply on a connection answers.
@@ -101,6 +107,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case handshake(step: String, fatal: Bool)
         /// The handshake's closing PING.
         case handshakeDone
+        /// Sentinel: the handshake's `ROLE`, which must say `master`.
+        case role
         case ping
         case publish(Waiter)
         case query(Waiter, PubSubQuery)
@@ -180,6 +188,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     private var loggedRefusals: Set<ByteBuffer> = []
     private var stopped = false
     private var hasBeenUp = false
+    /// Sentinel: whether `masterChanged` has named a master yet.
+    private var masterKnown = false
     /// A random number in 0..<1 for the backoff's jitter (injected by tests).
     public var random: () -> Double = { Double.random(in: 0..<1) }
 
@@ -188,6 +198,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     /// Since when the relay is degraded (uptime ns); nil while forwarding.
     public private(set) var degradedSince: UInt64?
     public private(set) var reconnects = 0
+    /// Sentinel: failovers followed (master changes after the first).
+    public private(set) var masterSwitches = 0
     public private(set) var gaps = 0
     public private(set) var gapSecondsTotal = 0.0
     public private(set) var lastError = ""
@@ -265,6 +277,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     private mutating func connect(_ role: Role, _ actions: inout [Action]) {
         guard !stopped else { return }
+        guard masterKnown || !settings.followsMaster else { return }  // Sentinel: no address yet
         let id = with(role) { c -> ConnectionID in
             c.generation += 1
             c.phase = .connecting
@@ -273,6 +286,29 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             return c.id
         }
         actions.append(.connect(id))
+    }
+
+    /// Sentinel: the sentinels name a master, `shown` (the first, or a new one after a failover).
+    /// Both connections are dropped and reconnected there at once, without the backoff wait; the
+    /// resubscription of any reconnect re-establishes every subscription, and the gap is logged
+    /// and counted as for any outage.
+    public mutating func masterChanged(shown: String, now: UInt64) -> [Action] {
+        guard settings.followsMaster, !stopped else { return [] }
+        var actions: [Action] = []
+        if masterKnown {
+            masterSwitches += 1
+            actions.append(.log(.notice, "redis master switched: reconnecting both connections to the new master",
+                                [("master", shown), ("master_switches", "\(masterSwitches)")]))
+        }
+        masterKnown = true
+        for role in Role.allCases {
+            if connection(role).phase == .down {
+                connect(role, &actions)
+            } else {
+                linkFailed(role, "the master moved to \(shown) (sentinel failover)", now, &actions, atOnce: true)
+            }
+        }
+        return actions
     }
 
     /// A reconnect wait ended.
@@ -303,6 +339,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         }
         send(id.role, [Self.arg("CLIENT"), Self.arg("SETNAME"), Self.arg("pubsub-relay:\(settings.relayID):\(id.role.rawValue)")],
              .handshake(step: "CLIENT SETNAME", fatal: false), now, &actions)
+        if settings.followsMaster { send(id.role, [Self.arg("ROLE")], .role, now, &actions) }
         send(id.role, [Self.arg("PING")], .handshakeDone, now, &actions)
         return actions
     }
@@ -321,7 +358,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     /// Drops a connection: everything waiting on it is answered locally, the relay goes
     /// degraded, and a reconnect is scheduled.
-    private mutating func linkFailed(_ role: Role, _ reason: String, _ now: UInt64, _ actions: inout [Action]) {
+    private mutating func linkFailed(_ role: Role, _ reason: String, _ now: UInt64, _ actions: inout [Action],
+                                     atOnce: Bool = false) {
         guard connection(role).phase != .down else { return }
         let lastTick = self.lastTick
         let lastStall = self.lastStall
@@ -346,7 +384,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             c.deadline.reset()
             let expected = c.expected
             c.expected.removeAll()
-            let delay = c.backoff.nextDelayMilliseconds(now: now, unit: random)
+            let delay = atOnce ? 0 : c.backoff.nextDelayMilliseconds(now: now, unit: random)
             return (id, wasUp, expected, delay)
         }
         actions.append(.close(id))
@@ -382,7 +420,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             for w in waiters { actions.append(.fill(w, nil)) }
         case .callback(let callback):
             actions.append(.complete(callback, nil))
-        case .handshake, .handshakeDone, .ping, .bookkeeping, .subscriptions:
+        case .handshake, .handshakeDone, .role, .ping, .bookkeeping, .subscriptions:
             break
         }
     }
@@ -472,6 +510,12 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             confirmation(kind, subscribe, name, now, &actions)
             return actions
         }
+        if settings.followsMaster, case .error = reply, reply.text.hasPrefix("READONLY") {
+            // Never publish to a demoted master (a replica accepts PUBLISH and keeps it to itself).
+            linkFailed(id.role, "the node answered -READONLY: it is a replica now", now, &actions)
+            actions.append(.notMaster("-READONLY"))
+            return actions
+        }
         guard let expected = with(id.role, { $0.expected.popFirst() }) else {
             linkFailed(id.role, "unexpected reply from Redis: \(String(reply.text.prefix(80)))", now, &actions)
             return actions
@@ -486,6 +530,13 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
                 } else {
                     actions.append(.log(.notice, "redis: \(step) refused (continuing)", [("error", text)]))
                 }
+            }
+        case .role:
+            var role = reply.text
+            if case .array(let items) = reply, let first = items.first { role = first.text }
+            if role != "master" {
+                linkFailed(id.role, "the node is not a master: ROLE answered \(role.prefix(80))", now, &actions)
+                actions.append(.notMaster("ROLE answered \(role.prefix(80))"))
             }
         case .handshakeDone, .ping:
             if reply.isError {

@@ -5,6 +5,9 @@
 /// * `rediss://…`, the same over TLS (the relay does its own I/O through swift-nio-ssl; hiredis
 ///   only parses replies, so its lack of TLS does not matter)
 /// * `unix:///path/to/redis.sock[?db=n&password=…&user=…]`
+/// * `redis-sentinel://[user[:password]@]h1[:26379][,h2[:26379]…]/<master-name>[/db]` (README,
+///   "Redis Sentinel"): the master is discovered from the sentinels; `sentinel` is set and
+///   `address` is only a placeholder until discovery answers.
 /// User and password are percent-decoded.
 public struct RedisURL: Sendable, Equatable {
     public enum Address: Sendable, Equatable {
@@ -18,6 +21,8 @@ public struct RedisURL: Sendable, Equatable {
     public var db = 0
     /// `rediss://`: the TCP connection carries TLS (the `RedisTLSOptions` say how it is checked).
     public var tls = false
+    /// Set for `redis-sentinel://` URLs: where the sentinels are and which master to follow.
+    public var sentinel: Sentinel?
 
     public init(address: Address, username: String? = nil, password: String? = nil, db: Int = 0, tls: Bool = false) {
         self.address = address
@@ -35,6 +40,7 @@ public struct RedisURL: Sendable, Equatable {
 
     /// The URL with the password replaced by `***`, for logs and INFO.
     public var redacted: String {
+        if let sentinel { return sentinelRedacted(sentinel) }
         switch address {
         case .tcp(let host, let port):
             var credentials = ""
@@ -56,6 +62,7 @@ public struct RedisURL: Sendable, Equatable {
     static let forms = "redis://[user[:password]@]host[:port][/db], rediss://… (TLS) or unix:///path[?db=n&password=…]"
 
     public static func parse(_ text: String) throws(ConfigError) -> RedisURL {
+        if let url = try parseSentinelForms(text) { return url }
         if text.hasPrefix("rediss://") {
             var url = try parseTCP(String(text.dropFirst("rediss://".count)), original: text)
             url.tls = true
@@ -153,7 +160,7 @@ public struct RedisURL: Sendable, Equatable {
         return url
     }
 
-    private static func database(_ text: Substring) throws(ConfigError) -> Int {
+    static func database(_ text: Substring) throws(ConfigError) -> Int {
         guard let n = Int(text), n >= 0, n <= Int(Int32.max) else {
             throw ConfigError(variable, "'\(text)' is not a database number (0, 1, 2…)")
         }
@@ -161,7 +168,7 @@ public struct RedisURL: Sendable, Equatable {
     }
 
     /// Percent-decoding (`%40` → `@`), so that passwords may hold any byte.
-    private static func decode(_ text: Substring, what: String) throws(ConfigError) -> String {
+    static func decode(_ text: Substring, what: String) throws(ConfigError) -> String {
         var bytes: [UInt8] = []
         var utf8 = Array(text.utf8)[...]
         while let b = utf8.popFirst() {

@@ -20,9 +20,10 @@ private final class Harness {
     /// Every action line since the test last cleared it.
     var all: [String] = []
 
-    init(password: String? = nil, db: Int = 0) {
+    init(password: String? = nil, db: Int = 0, followsMaster: Bool = false) {
         m = Machine(settings: .init(relayID: "r1", password: password, db: db, namespace: "ns",
-                                    timeoutNanoseconds: 3 * second, backoffCapMilliseconds: 5000),
+                                    timeoutNanoseconds: 3 * second, backoffCapMilliseconds: 5000,
+                                    followsMaster: followsMaster),
                     registry: registry, now: now)
         m.random = { 1 }
     }
@@ -46,6 +47,7 @@ private final class Harness {
             case .log(let level, let message, let metadata):
                 log.append("\(level) \(message) " + metadata.map { "\($0.0)=\($0.1)" }.joined(separator: " "))
             case .stateChanged: break
+            case .notMaster(let reason): last.append("not master: \(reason)")
             }
         }
         all += last
@@ -334,5 +336,92 @@ private final class Harness {
         h.up()
         #expect(h.run(h.m.stop()) == ["pub: DEL ns:numsub:r1", "pub: SREM ns:relays r1", "close sub", "close pub"])
         #expect(h.run(h.m.reconnectDue(h.id(.subscriber))) == [])
+    }
+}
+
+/// Redis Sentinel (README, "Redis Sentinel"): the machine's side of following a master.
+@Suite struct BackplaneStateMachineSentinelTests {
+    private static let master: UpstreamReply = .array([.bulk(buffer("master")), .integer(0), .array([])])
+
+    /// Both connections through their handshakes, ROLE answered `master`.
+    private func upOnMaster(_ h: Harness) {
+        h.run(h.m.start(now: h.now))
+        h.run(h.m.masterChanged(shown: "10.0.0.1:6379", now: h.now))
+        for role in Machine.Role.allCases {
+            h.run(h.m.connected(h.id(role), now: h.now))
+            _ = h.ok(role)                    // CLIENT SETNAME
+            _ = h.reply(role, Self.master)    // ROLE
+            _ = h.pong(role)
+        }
+        for _ in 0..<5 { _ = h.ok(.publisher) }
+    }
+
+    @Test func nothingConnectsBeforeTheSentinelsNameAMaster() {
+        let h = Harness(followsMaster: true)
+        #expect(h.run(h.m.start(now: h.now)) == [])
+        #expect(h.run(h.m.masterChanged(shown: "10.0.0.1:6379", now: h.now)) == ["connect sub", "connect pub"])
+        #expect(h.m.masterSwitches == 0, "the first master is no switch")
+    }
+
+    @Test func theHandshakeChecksRoleAndAReplicaIsRefused() {
+        let h = Harness(followsMaster: true)
+        h.run(h.m.start(now: h.now))
+        h.run(h.m.masterChanged(shown: "10.0.0.1:6379", now: h.now))
+        #expect(h.run(h.m.connected(h.id(.publisher), now: h.now)) == [
+            "pub: CLIENT SETNAME pubsub-relay:r1:pub", "pub: ROLE", "pub: PING"])
+        _ = h.ok(.publisher)
+        let slave: UpstreamReply = .array([.bulk(buffer("slave")), .bulk(buffer("10.0.0.2")), .integer(6379)])
+        #expect(h.reply(.publisher, slave) == ["close pub", "connect pub after 50 ms", "not master: ROLE answered slave"])
+        #expect(h.m.lastError == "the node is not a master: ROLE answered slave")
+        #expect(!h.m.isPublisherReady)
+        // Without Sentinel no ROLE is sent.
+        let plain = Harness()
+        plain.run(plain.m.start(now: plain.now))
+        #expect(!plain.run(plain.m.connected(plain.id(.publisher), now: plain.now)).contains("pub: ROLE"))
+    }
+
+    @Test func aSwitchReconnectsBothAtOnceAndResubscribes() {
+        let h = Harness(followsMaster: true)
+        upOnMaster(h)
+        let a = TestClient(id: 1)
+        _ = h.subscribe(a, "x")
+        h.flush()
+        _ = h.confirm("x")
+        #expect(h.m.isForwarding)
+        let moved = h.run(h.m.masterChanged(shown: "10.0.0.2:6379", now: h.now))
+        // (The client's wait for its fleet-count write is released with the publisher connection.)
+        #expect(moved == ["close sub", "connect sub after 0 ms", "close pub", "connect pub after 0 ms", "fill fleet1 nil"])
+        #expect(h.m.masterSwitches == 1 && !h.m.isForwarding)
+        #expect(h.log.contains { $0.hasPrefix("notice redis master switched: reconnecting both connections to the new master master=10.0.0.2:6379 master_switches=1") })
+        // The backoff did not grow: a later ordinary failure still waits the base step.
+        h.run(h.m.reconnectDue(h.id(.subscriber)))
+        h.run(h.m.connected(h.id(.subscriber), now: h.now))
+        _ = h.ok(.subscriber)
+        _ = h.reply(.subscriber, Self.master)
+        #expect(h.pong(.subscriber) == ["sub: SUBSCRIBE x"], "every subscription re-established on the new master")
+    }
+
+    @Test func readOnlyOnThePublisherLeavesTheNodeAndAnswersLocally() {
+        let h = Harness(followsMaster: true)
+        upOnMaster(h)
+        h.run(h.m.publish(channel: buffer("c"), payload: buffer("p"), waiter: "w1", now: h.now))
+        let refused = h.reply(.publisher, .error(buffer("READONLY You can't write against a read only replica.")))
+        #expect(refused == ["close pub", "connect pub after 50 ms", "fill w1 :0\r\n", "not master: -READONLY"])
+        #expect(h.m.lastError == "the node answered -READONLY: it is a replica now")
+        #expect(h.m.unconfirmedPublishes == 1, "the PUBLISH in flight is answered 0")
+        // Without Sentinel a READONLY is Redis's answer like any other.
+        let plain = Harness()
+        plain.up()
+        plain.run(plain.m.publish(channel: buffer("c"), payload: buffer("p"), waiter: "w1", now: plain.now))
+        #expect(plain.reply(.publisher, .error(buffer("READONLY x"))) == ["reply w1 READONLY x"])
+    }
+
+    @Test func aSwitchDuringAnOutageConnectsAtOnceInsteadOfWaiting() {
+        let h = Harness(followsMaster: true)
+        upOnMaster(h)
+        h.run(h.m.failed(h.id(.publisher), reason: "connection closed by Redis", now: h.now))
+        #expect(h.m.phase(.publisher) == .down)
+        #expect(h.run(h.m.masterChanged(shown: "10.0.0.2:6379", now: h.now)) == [
+            "close sub", "connect sub after 0 ms", "connect pub"])
     }
 }
