@@ -205,7 +205,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     private func keepUnparsed(_ buffer: ByteBuffer) {
         guard !isClosing, buffer.readableBytes > 0 else { return }
         if buffer.readableBytes > state.config.queryBufferLimit {
-            state.stats.queryBufferDisconnects += 1
+            state.stats.counts.queryBufferDisconnects += 1
             state.logger.warning(
                 "closing client that reached RELAY_QUERY_BUFFER_LIMIT",
                 metadata: ["client": "\(session.id)", "buffered": "\(buffer.readableBytes)", "limit": "\(state.config.queryBufferLimit)"])
@@ -216,7 +216,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     }
 
     private func protocolError(_ error: ProtocolError) {
-        state.stats.protocolErrors[error.reason, default: 0] += 1
+        state.stats.counts.protocolErrors[error.reason, default: 0] += 1
         state.logger.warning(
             "protocol error, closing client",
             metadata: ["client": "\(session.id)", "reason": "\(error.reason)", "detail": "\(error.logDescription)"])
@@ -233,7 +233,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     @inline(__always)
     func deliver(_ frame: ByteBuffer, bytes: UnsafeRawBufferPointer) {
         guard !isClosing else {
-            state.stats.droppedFrames += 1
+            state.stats.counts.droppedFrames += 1
             return
         }
         if bytes.count <= Self.copyThreshold || deferred.isActive {
@@ -267,7 +267,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
         deferred.append(bytes)
         let hard = state.config.clientBufferLimit.hardBytes
         if hard > 0 && deferred.heldBytes >= hard && !isClosing {
-            state.stats.slowConsumerDisconnects += 1
+            state.stats.counts.slowConsumerDisconnects += 1
             state.logger.warning(
                 "closing subscriber: output held behind upstream replies passed the hard RELAY_CLIENT_BUFFER_LIMIT",
                 metadata: ["client": "\(session.id)", "held": "\(deferred.heldBytes)", "hard": "\(hard)"])
@@ -344,7 +344,7 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
             softLimitSince = nil
         }
         guard let which = exceeded else { return }
-        state.stats.slowConsumerDisconnects += 1
+        state.stats.counts.slowConsumerDisconnects += 1
         state.logger.warning(
             "closing slow subscriber: output buffer over RELAY_CLIENT_BUFFER_LIMIT",
             metadata: ["client": "\(session.id)", "limit": "\(which)", "buffered": "\(buffered)",

@@ -42,7 +42,7 @@ final class OutputFlusher {
             client.flush()
         }
         spare.removeAll(keepingCapacity: true)
-        let taken = stats.messagesPublished + stats.messagesFromRedis + stats.messagesFromPostgres
+        let taken = stats.counts.messagesPublished + stats.counts.messagesFromRedis + stats.counts.messagesFromPostgres
         if taken != publishedAtLastFlush {
             publishedAtLastFlush = taken
             recordDeliveryLatency?(.now() - tickStarted)

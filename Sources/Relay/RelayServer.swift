@@ -64,8 +64,8 @@ public final class RelayServer: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         let backoff = AcceptBackoff(listenerName: "RELAY_SOCKET", logger: logger) { reason in
                             switch reason {
-                            case .fdLimit: state.value.stats.acceptErrorsFDLimit += 1
-                            case .noMemory: state.value.stats.acceptErrorsNoMemory += 1
+                            case .fdLimit: state.value.stats.counts.acceptErrorsFDLimit += 1
+                            case .noMemory: state.value.stats.counts.acceptErrorsNoMemory += 1
                             }
                         }
                         try channel.pipeline.syncOperations.addHandler(backoff)

@@ -1,27 +1,15 @@
+import RelayCore
+
 /// The relay's counters and state at one instant, copied off the client event loop for
 /// `/metrics` and `/health`.
 struct RelaySnapshot: Sendable {
     var isServing: Bool
     var socketPath: String
     var clients: Int
-    var connectionsTotal: Int
-    var commandsTotal: Int
     var channelSubscriptions: Int
     var patternSubscriptions: Int
-    var messagesPublished: Int
-    var messagesFromRedis: Int
-    var messagesFromPostgres: Int
-    var deliveries: Int
-    var droppedFrames: Int
-    var unknownCommands: Int
-    var rejectedCommands: Int
-    var protocolErrors: [String: Int]
-    var slowConsumerDisconnects: Int
-    var queryBufferDisconnects: Int
-    var securityDisconnects: Int
-    /// Refused accepts on the relay socket (`AcceptBackoff`).
-    var acceptErrorsFDLimit = 0
-    var acceptErrorsNoMemory = 0
+    /// Every counter; `RelayCounterTable` turns them into `/metrics` series (and INFO lines).
+    var counters: RelayCounters
     /// nil when no backplane is configured.
     var redis: RedisLinkStatus?
     /// nil when no Postgres bridge is configured.
@@ -43,14 +31,14 @@ struct RelaySnapshot: Sendable {
     private var postgresJSON: String {
         guard let p = postgres else { return "\"not configured\"" }
         return "{\"mode\":\"\(p.mode)\",\"listening\":\(p.listening),\"leader\":\(p.leader),"
-            + "\"reconnects\":\(p.reconnects),\"last_error\":\(RelayLogHandler.jsonString(p.lastError))}"
+            + "\"reconnects\":\(p.counters.reconnects),\"last_error\":\(RelayLogHandler.jsonString(p.lastError))}"
     }
 
     private var redisJSON: String {
         guard let r = redis else { return "\"not configured\"" }
         return "{\"state\":\"\(r.state)\",\"subscriber\":\"\(r.subscriber)\",\"publisher\":\"\(r.publisher)\","
             + "\"degraded_seconds\":\(r.degradedSeconds.map { UpstreamRedisLink.format($0) } ?? "0"),"
-            + "\"reconnects\":\(r.reconnects),\"last_error\":\(RelayLogHandler.jsonString(r.lastError)),"
-            + "\"topology\":\"\(r.topology)\",\"master\":\(RelayLogHandler.jsonString(r.master)),\"master_switches\":\(r.masterSwitches)}"
+            + "\"reconnects\":\(r.counters.reconnects),\"last_error\":\(RelayLogHandler.jsonString(r.lastError)),"
+            + "\"topology\":\"\(r.topology)\",\"master\":\(RelayLogHandler.jsonString(r.master)),\"master_switches\":\(r.counters.masterSwitches)}"
     }
 }

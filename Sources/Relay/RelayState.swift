@@ -73,9 +73,9 @@ final class RelayState {
     /// Once a second (a timer on this loop): the heap is trimmed when the relay has been quiet.
     func idleTick() {
         heapTrim.tick(IdleHeapTrim.Activity(
-            commands: stats.commandsProcessed,
-            messagesIn: stats.messagesFromRedis + stats.messagesFromPostgres + (postgres?.notificationsReceived ?? 0),
-            connections: stats.connectionsReceived, clients: clients.count))
+            commands: stats.counts.commandsProcessed,
+            messagesIn: stats.counts.messagesFromRedis + stats.counts.messagesFromPostgres + (postgres?.notificationsReceived ?? 0),
+            connections: stats.counts.connectionsReceived, clients: clients.count))
     }
 
     /// The systemd STATUS= line, checked every second: cheap (no walk over the subscriptions).
@@ -84,22 +84,20 @@ final class RelayState {
                                  postgres: postgres?.mode)
     }
 
+    /// Every counter at this instant: INFO's counter lines and `/metrics` render from it.
+    var counters: RelayCounters {
+        RelayCounters(stats: stats.counts, redis: backplane?.status.counters, postgres: postgres?.counters)
+    }
+
     /// The counters and state for `/metrics` and `/health`.
     func snapshot() -> RelaySnapshot {
         let totals = hub.registry.subscriptionTotals
+        let redis = backplane?.status, pg = postgres?.status
         return RelaySnapshot(
             isServing: isServing, socketPath: socketPath, clients: clients.count,
-            connectionsTotal: stats.connectionsReceived, commandsTotal: stats.commandsProcessed,
             channelSubscriptions: totals.channels, patternSubscriptions: totals.patterns,
-            messagesPublished: stats.messagesPublished, messagesFromRedis: stats.messagesFromRedis,
-            messagesFromPostgres: stats.messagesFromPostgres,
-            deliveries: stats.deliveries,
-            droppedFrames: stats.droppedFrames, unknownCommands: stats.unknownCommands,
-            rejectedCommands: stats.rejectedCommands, protocolErrors: stats.protocolErrors,
-            slowConsumerDisconnects: stats.slowConsumerDisconnects,
-            queryBufferDisconnects: stats.queryBufferDisconnects, securityDisconnects: stats.securityDisconnects,
-            acceptErrorsFDLimit: stats.acceptErrorsFDLimit, acceptErrorsNoMemory: stats.acceptErrorsNoMemory,
-            redis: backplane?.status, postgres: postgres?.status)
+            counters: RelayCounters(stats: stats.counts, redis: redis?.counters, postgres: pg?.counters),
+            redis: redis, postgres: pg)
     }
 
     func makeClient() -> ClientConnection {
@@ -109,7 +107,7 @@ final class RelayState {
 
     func clientConnected(_ client: ClientConnection) {
         clients[ObjectIdentifier(client)] = client
-        stats.connectionsReceived += 1
+        stats.counts.connectionsReceived += 1
     }
 
     func clientDisconnected(_ client: ClientConnection) {
@@ -176,6 +174,7 @@ final class RelayState {
     }
 
     private func upstreamsSection() -> [String] {
+        let counters = self.counters
         var lines = ["# Upstreams"]
         if let status = backplane?.status {
             lines += [
@@ -188,53 +187,29 @@ final class RelayState {
                 "redis_degraded:\(status.forwarding ? 0 : 1)",
                 "redis_degraded_since:\(status.degradedSinceUnixMilliseconds.map { "\($0 / 1000).\(String(1000 + $0 % 1000).dropFirst())" } ?? "")",
                 "redis_degraded_seconds:\(status.degradedSeconds.map { UpstreamRedisLink.format($0) } ?? "0")",
-                "redis_reconnects:\(status.reconnects)",
-                "redis_gaps:\(status.gaps)",
-                "redis_gap_seconds_total:\(UpstreamRedisLink.format(status.gapSecondsTotal))",
                 "redis_last_error:\(status.lastError)",
                 "redis_upstream_channels:\(status.upstreamChannels)",
                 "redis_upstream_patterns:\(status.upstreamPatterns)",
                 "redis_pending_confirmations:\(status.pendingConfirmations)",
-                "redis_unconfirmed_publishes:\(status.unconfirmedPublishes)",
-                "redis_refused_subscriptions:\(status.refusedSubscriptions)",
-                "redis_reply_limit_disconnects:\(status.replyLimitDisconnects)",
                 "redis_topology:\(status.topology)",
                 "redis_master:\(status.master)",
-                "redis_master_switches:\(status.masterSwitches)",
             ]
             if status.topology == "sentinel" { lines.append("redis_sentinel:\(status.sentinel)") }
+            lines += RelayCounterTable.infoLines(.redis, counters)
         } else {
             lines.append("redis_backplane:disabled")
         }
-        lines += postgres?.infoLines ?? ["postgres_bridge:disabled"]
+        if let postgres {
+            lines += postgres.infoLines + RelayCounterTable.infoLines(.postgres, counters)
+        } else {
+            lines.append("postgres_bridge:disabled")
+        }
         return lines
     }
 
     private func statsSection() -> [String] {
-        var lines = [
-            "# Stats",
-            "total_connections_received:\(stats.connectionsReceived)",
-            "total_commands_processed:\(stats.commandsProcessed)",
-            "pubsub_channels:\(hub.registry.channelCount)",
-            "pubsub_patterns:\(hub.registry.patternCount)",
-            "messages_published:\(stats.messagesPublished)",
-            "messages_from_redis:\(stats.messagesFromRedis)",
-            "messages_from_postgres:\(stats.messagesFromPostgres)",
-            "messages_delivered:\(stats.deliveries)",
-            "unknown_commands:\(stats.unknownCommands)",
-            "rejected_commands:\(stats.rejectedCommands)",
-            "protocol_errors:\(stats.totalProtocolErrors)",
-            "dropped_frames:\(stats.droppedFrames)",
-            "slow_consumer_disconnects:\(stats.slowConsumerDisconnects)",
-            "query_buffer_disconnects:\(stats.queryBufferDisconnects)",
-            "security_disconnects:\(stats.securityDisconnects)",
-            "accept_errors_fd_limit:\(stats.acceptErrorsFDLimit)",
-            "accept_errors_no_memory:\(stats.acceptErrorsNoMemory)",
-        ]
-        for (reason, count) in stats.protocolErrors.sorted(by: { $0.key < $1.key }) {
-            lines.append("protocol_errors_\(reason):\(count)")
-        }
-        return lines
+        ["# Stats", "pubsub_channels:\(hub.registry.channelCount)", "pubsub_patterns:\(hub.registry.patternCount)"]
+            + RelayCounterTable.infoLines(.stats, counters)
     }
 
     func clientInfoLine(_ c: ClientConnection) -> String {

@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from conftest import Relay, relay_env, require_tool, short_tmpdir
+from conftest import Relay, relay_env, relay_info, require_tool, short_tmpdir, wait_redis_state, wait_until
+from fleetutil import unix_url
 from resputil import Conn, cmd, parse1, split_frames
 
 EX_CONFIG = 78
@@ -586,7 +587,19 @@ SPEC_METRICS = [
     ("pubsub_relay_commands_rejected_total", "counter", None),
     ("pubsub_relay_accept_errors_total", "counter", ("reason", ["fd_limit", "no_memory"])),
     ("pubsub_relay_upstream_up", "gauge", ("upstream", ["redis", "postgres"])),
-    ("pubsub_relay_upstream_reconnects_total", "counter", None),
+    ("pubsub_relay_upstream_reconnects_total", "counter", ("upstream", ["redis", "postgres"])),
+    ("pubsub_relay_upstream_gaps_total", "counter", ("upstream", ["redis", "postgres"])),
+    ("pubsub_relay_upstream_gap_seconds_total", "counter", ("upstream", ["redis", "postgres"])),
+    ("pubsub_relay_redis_unconfirmed_publishes_total", "counter", None),
+    ("pubsub_relay_redis_refused_subscriptions_total", "counter", None),
+    ("pubsub_relay_redis_reply_limit_disconnects_total", "counter", None),
+    ("pubsub_relay_redis_master_switches_total", "counter", None),
+    ("pubsub_relay_leader_changes_total", "counter", None),
+    ("pubsub_relay_postgres_notifications_received_total", "counter", None),
+    ("pubsub_relay_postgres_notifications_published_total", "counter", None),
+    ("pubsub_relay_postgres_notifications_delivered_locally_total", "counter", None),
+    ("pubsub_relay_postgres_notifications_lost_upstream_total", "counter", None),
+    ("pubsub_relay_postgres_notifications_dropped_as_standby_total", "counter", None),
     ("pubsub_relay_leader", "gauge", None),
     ("pubsub_relay_delivery_latency_seconds", "histogram", None),
 ]
@@ -817,6 +830,149 @@ def test_metrics_disconnect_reasons(metrics_relay, prom_parser):
         data, closed = web.read_until_close(3)
         assert closed, data
     assert wait_value(prom_parser, addr, P, sec0 + 1, reason="security") == sec0 + 1
+
+
+# Every INFO counter and its /metrics series, as the README's tables name them ("Health and
+# metrics"); `protocol_errors_<reason>` maps to `pubsub_relay_protocol_errors_total{reason}`.
+INFO_COUNTER_SERIES = {
+    "total_connections_received": ("pubsub_relay_connections_total", {}),
+    "total_commands_processed": ("pubsub_relay_commands_total", {}),
+    "messages_published": ("pubsub_relay_messages_in_total", {"source": "local"}),
+    "messages_from_redis": ("pubsub_relay_messages_in_total", {"source": "redis"}),
+    "messages_from_postgres": ("pubsub_relay_messages_in_total", {"source": "postgres"}),
+    "messages_delivered": ("pubsub_relay_deliveries_total", {}),
+    "unknown_commands": ("pubsub_relay_commands_rejected_total", {"reason": "unknown_command"}),
+    "rejected_commands": ("pubsub_relay_commands_rejected_total", {"reason": "rejected"}),
+    "protocol_errors": ("pubsub_relay_disconnects_total", {"reason": "protocol_error"}),
+    "dropped_frames": ("pubsub_relay_dropped_total", {"reason": "client_closing"}),
+    "slow_consumer_disconnects": ("pubsub_relay_disconnects_total", {"reason": "slow_consumer"}),
+    "query_buffer_disconnects": ("pubsub_relay_disconnects_total", {"reason": "query_buffer"}),
+    "security_disconnects": ("pubsub_relay_disconnects_total", {"reason": "security"}),
+    "accept_errors_fd_limit": ("pubsub_relay_accept_errors_total", {"reason": "fd_limit"}),
+    "accept_errors_no_memory": ("pubsub_relay_accept_errors_total", {"reason": "no_memory"}),
+    "redis_reconnects": ("pubsub_relay_upstream_reconnects_total", {"upstream": "redis"}),
+    "redis_gaps": ("pubsub_relay_upstream_gaps_total", {"upstream": "redis"}),
+    "redis_gap_seconds_total": ("pubsub_relay_upstream_gap_seconds_total", {"upstream": "redis"}),
+    "redis_unconfirmed_publishes": ("pubsub_relay_redis_unconfirmed_publishes_total", {}),
+    "redis_refused_subscriptions": ("pubsub_relay_redis_refused_subscriptions_total", {}),
+    "redis_reply_limit_disconnects": ("pubsub_relay_redis_reply_limit_disconnects_total", {}),
+    "redis_master_switches": ("pubsub_relay_redis_master_switches_total", {}),
+    "postgres_lease_changes": ("pubsub_relay_leader_changes_total", {}),
+    "postgres_notifications_received": ("pubsub_relay_postgres_notifications_received_total", {}),
+    "postgres_notifications_published": ("pubsub_relay_postgres_notifications_published_total", {}),
+    "postgres_notifications_delivered_locally": ("pubsub_relay_postgres_notifications_delivered_locally_total", {}),
+    "postgres_notifications_lost_upstream": ("pubsub_relay_postgres_notifications_lost_upstream_total", {}),
+    "postgres_notifications_dropped_as_standby": ("pubsub_relay_postgres_notifications_dropped_as_standby_total", {}),
+    "postgres_reconnects": ("pubsub_relay_upstream_reconnects_total", {"upstream": "postgres"}),
+    "postgres_gaps": ("pubsub_relay_upstream_gaps_total", {"upstream": "postgres"}),
+    "postgres_gap_seconds_total": ("pubsub_relay_upstream_gap_seconds_total", {"upstream": "postgres"}),
+}
+
+# INFO fields that are not counters (settings, state, gauges): /metrics need not mirror them. Any
+# other INFO field is taken for a counter and must be in INFO_COUNTER_SERIES.
+INFO_NOT_COUNTERS = {
+    "redis_version", "relay_version", "redis_mode", "relay_mode", "os", "arch_bits", "process_id",
+    "uptime_in_seconds", "uptime_in_days", "unix_socket",
+    "connected_clients", "pubsub_clients", "client_output_buffer_limit_pubsub", "max_message_bytes",
+    "redis_backplane", "redis_url", "redis_relay_id", "redis_state", "redis_subscriber_link",
+    "redis_publisher_link", "redis_degraded", "redis_degraded_since", "redis_degraded_seconds",
+    "redis_last_error", "redis_upstream_channels", "redis_upstream_patterns", "redis_pending_confirmations",
+    "redis_topology", "redis_master", "redis_sentinel",
+    "postgres_bridge", "postgres_mode", "postgres_listening", "postgres_leader", "postgres_channels",
+    "postgres_last_error",
+    "pubsub_channels", "pubsub_patterns",
+}
+
+
+def info_counters_vs_metrics(parser, relay: Relay, addr: str) -> dict:
+    """INFO all, read between two scrapes: each counter INFO shows must be a /metrics series whose
+    value is the same (counters only grow, so INFO's lies between the two scrapes; the INFO
+    connection itself moves `total_connections_received`/`total_commands_processed` in between).
+    Returns the INFO counters."""
+    before = Scrape(parser, addr)
+    info = relay_info(relay.socket, "all")
+    after = Scrape(parser, addr)
+    problems, counters = [], {}
+    for key, raw in sorted(info.items()):
+        if key in INFO_NOT_COUNTERS:
+            continue
+        if key.startswith("protocol_errors_"):
+            series = ("pubsub_relay_protocol_errors_total", {"reason": key[len("protocol_errors_"):]})
+        elif key in INFO_COUNTER_SERIES:
+            series = INFO_COUNTER_SERIES[key]
+        else:
+            problems.append("INFO %s:%s is neither a known counter nor a known state field" % (key, raw))
+            continue
+        metric, labels = series
+        counters[key] = float(raw)
+        if not after.has_sample(metric, **labels):
+            problems.append("INFO %s:%s has no /metrics series %s%r" % (key, raw, metric, labels))
+            continue
+        lo, hi = before.value(metric, **labels), after.value(metric, **labels)
+        slack = 0.0006 if "seconds" in key else 0   # INFO shows seconds to the millisecond
+        if not lo - slack <= counters[key] <= hi + slack:
+            problems.append("INFO %s:%s but %s%r is %s..%s" % (key, raw, metric, labels, lo, hi))
+    assert problems == [], "INFO counters vs /metrics:\n  " + "\n  ".join(problems)
+    return counters
+
+
+@pytest.mark.parametrize("mode", ["local", "backplane", "postgres", "postgres_backplane"])
+def test_info_counters_match_metrics(mode, metrics_relay, prom_parser, redis_at_factory, request):
+    """After some traffic (publishes, an unknown command, a protocol error, Postgres notifications),
+    every counter in INFO is on /metrics with the same value: both are rendered from one table
+    (Sources/RelayCore/Metrics/CounterDefinition.swift)."""
+    env = {}
+    if mode.endswith("backplane"):
+        env["REDIS_URL"] = unix_url(redis_at_factory().socket)
+    if mode.startswith("postgres"):
+        pg_db = request.getfixturevalue("pg_db")
+        env.update({"DATABASE_URL": pg_db.conninfo, "RELAY_PG_CHANNELS": "ch", "RELAY_PG_PREFIX": "pg:"})
+    relay, addr = metrics_relay("unix", env)
+    if mode.endswith("backplane"):
+        wait_redis_state(relay, "up")
+    if mode.startswith("postgres"):
+        want = ("postgres_leader", "1") if mode.endswith("backplane") else ("postgres_listening", "1")
+        assert wait_until(lambda: relay_info(relay.socket).get(want[0]) == want[1], 10), \
+            "%s:%s not reached: %r" % (want[0], want[1], relay_info(relay.socket))
+
+    N = 5
+    with Conn(relay.socket, timeout=10) as sub, Conn(relay.socket, timeout=10) as pub:
+        assert sub.call("SUBSCRIBE", "c") == [b"subscribe", b"c", 1]
+        for i in range(N):
+            assert isinstance(pub.call("PUBLISH", "c", "m%d" % i), int)
+        frames, status = sub.read_frames(N, 10)
+        assert status == "ok", status
+        assert isinstance(pub.call("NOSUCHCOMMAND"), tuple)
+        if mode.startswith("postgres"):
+            assert sub.call("SUBSCRIBE", "pg:ch") == [b"subscribe", b"pg:ch", 2]
+            for i in range(N):
+                pg_db.execute("SELECT pg_notify('ch', %s)", ("n%d" % i,))
+            frames, status = sub.read_frames(N, 10)
+            assert status == "ok", status
+    with Conn(relay.socket) as bad:
+        bad.send(b"*1\r\n$abc\r\n")
+        data, closed = bad.read_until_close(3)
+        assert data.startswith(b"-ERR Protocol error") and closed, data
+
+    counters = info_counters_vs_metrics(prom_parser, relay, addr)
+    print("\nINFO counters (%s): %r" % (mode, counters))
+    # The check above ran over the counters this mode has, and they moved.
+    assert counters["messages_delivered"] >= N and counters["unknown_commands"] == 1
+    assert counters["protocol_errors"] == 1
+    assert sum(v for k, v in counters.items() if k.startswith("protocol_errors_")) == 1, counters
+    assert ("redis_reconnects" in counters) == mode.endswith("backplane")
+    if mode.endswith("backplane"):
+        assert counters["messages_from_redis"] >= N
+    if mode == "postgres":
+        assert counters["postgres_notifications_delivered_locally"] == N
+    if mode == "postgres_backplane":
+        assert counters["postgres_notifications_published"] == N and counters["postgres_lease_changes"] >= 1
+    if mode.startswith("postgres"):
+        assert counters["postgres_notifications_received"] == N
+        assert "postgres_notifications_dropped_as_standby" in counters
+        assert "postgres_notifications_lost_upstream" in counters
+    else:
+        assert "postgres_reconnects" not in counters
 
 
 def test_health_serving_and_404(metrics_relay):

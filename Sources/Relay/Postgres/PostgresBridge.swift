@@ -143,7 +143,7 @@ final class PostgresBridge {
         for n in batch {
             if backplane == nil || !backplane!.isReachable {
                 deliveredLocally += 1
-                state.stats.messagesFromPostgres += 1
+                state.stats.counts.messagesFromPostgres += 1
                 state.hub.publish(channel: relayChannels[n.channel], payload: n.payload)
             } else {
                 droppedAsStandby += 1
@@ -242,30 +242,26 @@ final class PostgresBridge {
 
     // MARK: Status
 
+    /// The state lines of `INFO upstreams`; the counters follow from `RelayCounterTable`.
     var infoLines: [String] {
         [
             "postgres_bridge:enabled",
             "postgres_mode:\(mode)",
             "postgres_listening:\(listening ? 1 : 0)",
             "postgres_leader:\(isLeader ? 1 : 0)",
-            "postgres_lease_changes:\(leaseChanges)",
             "postgres_channels:\(state.config.pgChannels.joined(separator: ","))",
-            "postgres_notifications_received:\(notificationsReceived)",
-            "postgres_notifications_published:\(publishedUpstream)",
-            "postgres_notifications_delivered_locally:\(deliveredLocally)",
-            "postgres_notifications_lost_upstream:\(lostUpstream)",
-            "postgres_notifications_dropped_as_standby:\(droppedAsStandby)",
-            "postgres_reconnects:\(reconnects)",
-            "postgres_gaps:\(gaps)",
-            "postgres_gap_seconds_total:\(UpstreamRedisLink.format(gapSecondsTotal))",
             "postgres_last_error:\(lastError)",
         ]
     }
 
+    var counters: PostgresBridgeCounters {
+        PostgresBridgeCounters(received: notificationsReceived, published: publishedUpstream, deliveredLocally: deliveredLocally,
+                               lostUpstream: lostUpstream, droppedAsStandby: droppedAsStandby, leaseChanges: leaseChanges,
+                               reconnects: reconnects, gaps: gaps, gapSecondsTotal: gapSecondsTotal)
+    }
+
     var status: PostgresBridgeStatus {
-        PostgresBridgeStatus(mode: mode, listening: listening, leader: isLeader, leaseChanges: leaseChanges,
-                             received: notificationsReceived, published: publishedUpstream,
-                             reconnects: reconnects, gaps: gaps, lastError: lastError)
+        PostgresBridgeStatus(mode: mode, listening: listening, leader: isLeader, lastError: lastError, counters: counters)
     }
 }
 
@@ -276,10 +272,7 @@ struct PostgresBridgeStatus: Sendable {
     var mode: String
     var listening: Bool
     var leader: Bool
-    var leaseChanges: Int
-    var received: Int
-    var published: Int
-    var reconnects: Int
-    var gaps: Int
     var lastError: String
+    /// INFO's and `/metrics`'s counters (`RelayCounterTable`).
+    var counters: PostgresBridgeCounters
 }

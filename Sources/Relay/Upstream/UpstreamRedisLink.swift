@@ -290,13 +290,15 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             degradedSinceUnixMilliseconds: degradedNanoseconds.map {
                 RedisLinkStatus.wallClockMilliseconds() - Int($0 / 1_000_000)
             },
-            reconnects: machine.reconnects, gaps: machine.gaps, gapSecondsTotal: machine.gapSecondsTotal,
             lastError: machine.lastError,
             upstreamChannels: state.hub.registry.channelCount, upstreamPatterns: state.hub.registry.patternCount,
-            pendingConfirmations: machine.pendingConfirmations, unconfirmedPublishes: machine.unconfirmedPublishes,
-            refusedSubscriptions: machine.refusedSubscriptions, replyLimitDisconnects: machine.replyLimitDisconnects,
+            pendingConfirmations: machine.pendingConfirmations,
+            counters: RedisLinkCounters(
+                reconnects: machine.reconnects, gaps: machine.gaps, gapSecondsTotal: machine.gapSecondsTotal,
+                unconfirmedPublishes: machine.unconfirmedPublishes, refusedSubscriptions: machine.refusedSubscriptions,
+                replyLimitDisconnects: machine.replyLimitDisconnects, masterSwitches: machine.masterSwitches),
             topology: sentinelWatcher == nil ? "standalone" : "sentinel", master: masterAddress.map(Self.show) ?? "",
-            masterSwitches: machine.masterSwitches, sentinel: sentinelWatcher?.subscribedSentinel?.description ?? "")
+            sentinel: sentinelWatcher?.subscribedSentinel?.description ?? "")
     }
 
     // MARK: Sentinel
@@ -384,22 +386,16 @@ struct RedisLinkStatus: Sendable {
     var forwarding: Bool
     var degradedSeconds: Double?
     var degradedSinceUnixMilliseconds: Int?
-    var reconnects: Int
-    var gaps: Int
-    var gapSecondsTotal: Double
     var lastError: String
     var upstreamChannels: Int
     var upstreamPatterns: Int
     var pendingConfirmations: Int
-    var unconfirmedPublishes: Int
-    var refusedSubscriptions: Int
-    var replyLimitDisconnects: Int
+    /// INFO's and `/metrics`'s counters (`RelayCounterTable`).
+    var counters: RedisLinkCounters
     /// `standalone` or `sentinel` (README, "Redis Sentinel").
     var topology = "standalone"
     /// The address the connections go to (`host:port`, or the socket path); empty while unknown.
     var master = ""
-    /// Failovers followed.
-    var masterSwitches = 0
     /// The sentinel whose `+switch-master` is followed (empty when none, or standalone).
     var sentinel = ""
 

@@ -39,16 +39,16 @@ public final class CommandExecutor<Client: RelayClient> {
 
     public func execute(_ args: [ByteBuffer], client: Client, out: inout ByteBuffer) -> CommandOutcome {
         precondition(!args.isEmpty, "empty requests are skipped by the caller")
-        stats.commandsProcessed += 1
+        stats.counts.commandsProcessed += 1
         let name = args[0].readableBytesView
 
         if ASCII.equalsIgnoringCase(name, "host:") || ASCII.equalsIgnoringCase(name, "post") {
-            stats.securityDisconnects += 1
+            stats.counts.securityDisconnects += 1
             return .closeImmediately(reason: "Possible SECURITY ATTACK detected. It looks like somebody is sending POST or Host: commands to the relay.")
         }
 
         guard let base = CommandTable.find(name, in: CommandTable.commands) else {
-            stats.unknownCommands += 1
+            stats.counts.unknownCommands += 1
             writeError(&out, CommandTexts.unknownCommandText(args))
             unknownCommand(client, args[0])
             return .proceed
@@ -56,7 +56,7 @@ public final class CommandExecutor<Client: RelayClient> {
         var spec = base
         if !base.subcommands.isEmpty && args.count >= 2 {
             guard let sub = CommandTable.find(args[1].readableBytesView, in: base.subcommands) else {
-                stats.unknownCommands += 1
+                stats.counts.unknownCommands += 1
                 writeError(&out, CommandTexts.unknownSubcommandText(args))
                 unknownCommand(client, args[0])
                 return .proceed
@@ -64,13 +64,13 @@ public final class CommandExecutor<Client: RelayClient> {
             spec = sub
         }
         guard spec.acceptsArgumentCount(args.count) else {
-            stats.rejectedCommands += 1
+            stats.counts.rejectedCommands += 1
             writeError(&out, Array("ERR wrong number of arguments for '\(spec.fullName)' command".utf8))
             return .proceed
         }
         client.session.lastCommand = spec.fullName
         if client.session.inPubSubContext && client.session.resp == .resp2 && !spec.allowedWhenSubscribed {
-            stats.rejectedCommands += 1
+            stats.counts.rejectedCommands += 1
             writeError(&out, Array("ERR Can't execute '\(spec.fullName)': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context".utf8))
             return .proceed
         }
@@ -83,7 +83,7 @@ public final class CommandExecutor<Client: RelayClient> {
         let v = client.session.resp
         switch spec.handler {
         case .publish:
-            stats.messagesPublished += 1
+            stats.counts.messagesPublished += 1
             if let backplane, backplane.isForwarding {
                 backplane.publish(channel: args[1], payload: args[2], from: client)
             } else {

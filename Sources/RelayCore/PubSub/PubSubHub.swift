@@ -69,7 +69,7 @@ public final class PubSubHub<Subscriber: MessageSink> {
                 return n
             }
         }
-        stats.deliveries += receivers
+        stats.counts.deliveries += receivers
         return receivers
     }
 
@@ -78,26 +78,26 @@ public final class PubSubHub<Subscriber: MessageSink> {
     /// the relay holds, in its own order, which `deliverUpstream(pattern:…)` handles.
     @discardableResult
     public func deliverUpstream(channel: ByteBuffer, payload: UnsafeRawBufferPointer) -> Int {
-        stats.messagesFromRedis += 1
+        stats.counts.messagesFromRedis += 1
         guard let entry = registry.entry(forChannel: channel) else { return 0 }
         isFanningOut = true
         defer { endFanOut() }
         let n = Self.fanOut(entry.subscribers) { PubSubFrames.message(channel: channel.readableBytesView, payload: payload, $0) }
-        stats.deliveries += n
+        stats.counts.deliveries += n
         return n
     }
 
     /// A `pmessage` from the backplane: to the local subscribers of that pattern.
     @discardableResult
     public func deliverUpstream(pattern: ByteBuffer, channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Int {
-        stats.messagesFromRedis += 1
+        stats.counts.messagesFromRedis += 1
         guard let entry = registry.patterns[pattern] else { return 0 }
         isFanningOut = true
         defer { endFanOut() }
         let n = Self.fanOut(entry.subscribers) {
             PubSubFrames.pmessage(pattern: entry.name, channel: channel, payload: payload, $0)
         }
-        stats.deliveries += n
+        stats.counts.deliveries += n
         return n
     }
 

@@ -90,7 +90,7 @@ private final class RecordingBackplane: Backplane {
         #expect(run(pub, "PUBLISH", "x", "local") == ":1\r\n")
         #expect(String(decoding: sub.takeOutput(), as: UTF8.self) == "*3\r\n$7\r\nmessage\r\n$1\r\nx\r\n$5\r\nlocal\r\n")
         #expect(backplane.events.last == "publish x hi")
-        #expect(hub.stats.messagesPublished == 2)
+        #expect(hub.stats.counts.messagesPublished == 2)
     }
 
     /// PUBSUB questions go to the backplane; when it declines, the local registry answers.

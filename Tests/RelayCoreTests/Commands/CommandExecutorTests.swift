@@ -131,7 +131,7 @@ private func hello(proto: Int, id: Int) -> String {
         let (reply, outcome) = relay.execute(client, c.0.map { Array($0.utf8) })
         #expect(String(decoding: reply, as: UTF8.self) == subscribedContextError(c.1))
         #expect(outcome == .proceed)
-        #expect(relay.stats.rejectedCommands == 1)
+        #expect(relay.stats.counts.rejectedCommands == 1)
         // Nothing ran: still RESP2, still subscribed to "a" only.
         #expect(client.session.resp == .resp2)
         #expect(relay.hub.registry.subscriptionCount(of: client) == 1)
@@ -299,7 +299,7 @@ private func hello(proto: Int, id: Int) -> String {
         let many = ["x"] + Array(repeating: "abcd", count: 50)
         #expect(relay.replies(c, [many])
             == "-ERR unknown command 'x', with args beginning with: " + String(repeating: "'abcd' ", count: 18) + "'ab' \r\n")
-        #expect(relay.stats.unknownCommands == 5)
+        #expect(relay.stats.counts.unknownCommands == 5)
     }
 
     /// The argument list grows while it is under 128 bytes; each argument gets the room left.
@@ -366,7 +366,7 @@ private func hello(proto: Int, id: Int) -> String {
             Issue.record("expected .closeImmediately, got \(outcome)")
             return
         }
-        #expect(relay.stats.securityDisconnects == 1)
+        #expect(relay.stats.counts.securityDisconnects == 1)
     }
 
     @Test func resetLeavesPubSubAndRESP3() {
@@ -461,9 +461,9 @@ private func hello(proto: Int, id: Int) -> String {
         _ = relay.reply(c, "PING")
         _ = relay.reply(c, "NOPE")
         _ = relay.reply(c, "ECHO")
-        #expect(relay.stats.commandsProcessed == 3)
-        #expect(relay.stats.unknownCommands == 1)
-        #expect(relay.stats.rejectedCommands == 1)
+        #expect(relay.stats.counts.commandsProcessed == 3)
+        #expect(relay.stats.counts.unknownCommands == 1)
+        #expect(relay.stats.counts.rejectedCommands == 1)
     }
 }
 

@@ -33,7 +33,7 @@ private final class LoggingClient: RelayClient {
     @Test func publishWithoutSubscribersReachesNoOne() {
         let hub = PubSubHub<TestClient>(stats: RelayStats())
         #expect(hub.publish(channel: buffer("news"), payload: buffer("x")) == 0)
-        #expect(hub.stats.deliveries == 0)
+        #expect(hub.stats.counts.deliveries == 0)
     }
 
     @Test func messageFrameInRESP2AndRESP3() {
@@ -44,7 +44,7 @@ private final class LoggingClient: RelayClient {
         #expect(hub.publish(channel: buffer("news"), payload: buffer("hello")) == 2)
         #expect(show(two.takeOutput()) == show(Array("*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n".utf8)))
         #expect(show(three.takeOutput()) == show(Array(">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n".utf8)))
-        #expect(hub.stats.deliveries == 2)
+        #expect(hub.stats.counts.deliveries == 2)
     }
 
     /// A subscriber to both `a` and `a*` gets the message twice: `message` first, then
@@ -151,14 +151,14 @@ private final class LoggingClient: RelayClient {
         _ = hub.registry.psubscribe(b, pattern: buffer("*"))
         hub.publish(channel: buffer("x"), payload: buffer("1"))
         hub.publish(channel: buffer("y"), payload: buffer("2"))
-        #expect(hub.stats.deliveries == 3)
+        #expect(hub.stats.counts.deliveries == 3)
         // Upstream deliveries count as messages from Redis, to the exact or the pattern entry only.
         #expect(hub.deliverUpstream(channel: buffer("x"), payload: UnsafeRawBufferPointer(start: nil, count: 0)) == 1)
         #expect(hub.deliverUpstream(pattern: buffer("*"), channel: UnsafeRawBufferPointer(start: nil, count: 0),
                                     payload: UnsafeRawBufferPointer(start: nil, count: 0)) == 1)
         #expect(hub.deliverUpstream(pattern: buffer("nobody*"), channel: UnsafeRawBufferPointer(start: nil, count: 0),
                                     payload: UnsafeRawBufferPointer(start: nil, count: 0)) == 0)
-        #expect(hub.stats.messagesFromRedis == 3)
-        #expect(hub.stats.deliveries == 5)
+        #expect(hub.stats.counts.messagesFromRedis == 3)
+        #expect(hub.stats.counts.deliveries == 5)
     }
 }
