@@ -35,14 +35,18 @@ def free_port() -> int:
 
 
 class TLSFiles:
-    """The PEM files of a TLS deployment: the CA, the certificate every node and sentinel serves
-    (and presents as a client to the others), and the client certificate of the tests."""
+    """The PEM files of a TLS deployment: the CA, the certificate every node serves (and presents
+    as a client to the others), the sentinels' (the nodes' unless given), and the client
+    certificate of the tests."""
 
-    def __init__(self, ca: str, cert: str, key: str, client_cert: str, client_key: str):
+    def __init__(self, ca: str, cert: str, key: str, client_cert: str, client_key: str,
+                 sentinel_cert: str | None = None, sentinel_key: str | None = None):
         self.ca, self.cert, self.key, self.client_cert, self.client_key = ca, cert, key, client_cert, client_key
+        self.sentinel_cert, self.sentinel_key = sentinel_cert or cert, sentinel_key or key
 
-    def server_settings(self, port: int) -> list[tuple[str, str]]:
-        return [("port", "0"), ("tls-port", str(port)), ("tls-cert-file", self.cert), ("tls-key-file", self.key),
+    def server_settings(self, port: int, sentinel: bool = False) -> list[tuple[str, str]]:
+        cert, key = (self.sentinel_cert, self.sentinel_key) if sentinel else (self.cert, self.key)
+        return [("port", "0"), ("tls-port", str(port)), ("tls-cert-file", cert), ("tls-key-file", key),
                 ("tls-ca-cert-file", self.ca), ("tls-auth-clients", "yes"), ("tls-replication", "yes")]
 
     def redis_py(self) -> dict:
@@ -134,7 +138,7 @@ class Sentinel:
         self.conf = os.path.join(self.dir, "sentinel.conf")
         with open(self.conf, "w") as f:
             f.write("bind 127.0.0.1\ndaemonize no\ndir %s\n" % self.dir)
-            for k, v in (tls.server_settings(self.port) if tls else [("port", str(self.port))]):
+            for k, v in (tls.server_settings(self.port, sentinel=True) if tls else [("port", str(self.port))]):
                 f.write("%s %s\n" % (k, v))
             f.write("sentinel monitor %s 127.0.0.1 %d 2\n" % (MASTER_NAME, master_port))
             f.write("sentinel down-after-milliseconds %s 1000\n" % MASTER_NAME)

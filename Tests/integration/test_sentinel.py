@@ -15,6 +15,7 @@ one warning per sentinel attempt.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -429,6 +430,27 @@ def sentinel_tls_set(redis_server_binary, redis_sentinel_binary, sentinel_pki):
     s.stop()
 
 
+@pytest.fixture
+def sentinel_tls_set_dns_names(redis_server_binary, redis_sentinel_binary, sentinel_pki):
+    """The same with certificates that list DNS names only: the data nodes dns-only.pem
+    (DNS:redis.test), the sentinels a certificate for DNS:localhost and DNS:redis.test."""
+    pytest.importorskip("redis", reason="redis-py not installed (pip install redis)")
+    from test_tls import _openssl
+    p = sentinel_pki
+    if not os.path.exists(p.path("sentinel-dns.pem")):
+        with open(p.path("san-sentinel.cnf"), "w") as f:
+            f.write("subjectAltName=DNS:localhost,DNS:redis.test\n")
+        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "sentinel-dns.key",
+                 "-out", "sentinel-dns.csr", "-subj", "/CN=sentinel-dns", cwd=p.dir)
+        _openssl("x509", "-req", "-in", "sentinel-dns.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", "sentinel-dns.pem", "-days", "30", "-extfile", "san-sentinel.cnf", cwd=p.dir)
+    files = TLSFiles(p.path("ca.pem"), p.path("dns-only.pem"), p.path("dns-only.key"), p.path("client.pem"), p.path("client.key"),
+                     sentinel_cert=p.path("sentinel-dns.pem"), sentinel_key=p.path("sentinel-dns.key"))
+    s = SentinelSet(redis_server_binary, redis_sentinel_binary, tls=files)
+    yield s
+    s.stop()
+
+
 def tls_env(pki, ca: str = "ca.pem") -> dict:
     return {"RELAY_REDIS_TLS_CA_FILE": pki.path(ca), "RELAY_REDIS_TLS_CERT_FILE": pki.path("client.pem"),
             "RELAY_REDIS_TLS_KEY_FILE": pki.path("client.key"), "RELAY_REDIS_BACKOFF_MAX": "500ms"}
@@ -507,3 +529,42 @@ def test_tls_sentinel_wrong_ca_warns_once_per_sentinel_and_stays_degraded(sentin
     clients = ss.nodes[ss.master_port()].call("CLIENT", "LIST").decode()
     assert "pubsub-relay:" not in clients, clients
     assert_serves_locally(r)
+
+
+def test_tls_sentinel_master_announced_by_ip_needs_an_ip_san_or_the_server_name(sentinel_tls_set_dns_names, sentinel_pki,
+                                                                                 backplane_relay):
+    """The sentinels are listed as localhost and their certificate lists that name, so discovery
+    over TLS succeeds; the master they announce is 127.0.0.1, and its certificate lists DNS names
+    only: without RELAY_REDIS_TLS_SERVER_NAME the master connections fail on the IP address (README,
+    "Redis Sentinel": an IP SAN, or the server name), the relay degraded with the master known;
+    with RELAY_REDIS_TLS_SERVER_NAME=redis.test (listed by every certificate) it comes up."""
+    ss = sentinel_tls_set_dns_names
+    url = "rediss-sentinel://%s/%s" % (",".join("localhost:%d" % s.port for s in ss.sentinels), MASTER_NAME)
+    master = ss.master_port()
+    by_ip = backplane_relay(url, tls_env(sentinel_pki), wait_up=False)
+    reason = ("TLS handshake with 127.0.0.1:%d failed: certificate is not valid for the IP address 127.0.0.1 "
+              "(set RELAY_REDIS_TLS_SERVER_NAME to a name it lists)" % master)
+    wait_for(lambda: by_ip.stderr().count(reason) >= 2, 15, "master connections failing on the IP address")
+    info = relay_info(by_ip.socket)
+    assert info["redis_state"] == "degraded" and info["redis_master"] == "127.0.0.1:%d" % master, info
+    assert reason in info["redis_last_error"], info
+    assert "redis sentinel localhost:" not in by_ip.stderr(), "discovery over TLS by name failed:\n" + by_ip.stderr()[-2000:]
+    print("\n" + next(l for l in by_ip.stderr().splitlines() if reason in l))
+    by_name = backplane_relay(url, dict(tls_env(sentinel_pki), RELAY_REDIS_TLS_SERVER_NAME="redis.test"))
+    info = relay_info(by_name.socket)
+    assert info["redis_state"] == "up" and info["redis_master"] == "127.0.0.1:%d" % master, info
+
+
+def test_plaintext_sentinel_url_to_tls_ports_says_to_use_rediss_sentinel(sentinel_tls_set, backplane_relay):
+    """redis-sentinel:// (plain TCP) to sentinels that listen on TLS only: each sentinel's warning
+    says the connection ended before it answered and names the TLS form of the URL."""
+    ss = sentinel_tls_set
+    url = ss.url.replace("rediss-sentinel://", "redis-sentinel://", 1)
+    r = backplane_relay(url, {"RELAY_REDIS_BACKOFF_MAX": "500ms"}, wait_up=False)
+    hint = "before it answered; if that port is a tls-port, use a rediss-sentinel:// URL"
+    wait_for(lambda: all(("redis sentinel 127.0.0.1:%d: " % s.port) in r.stderr() for s in ss.sentinels), 15,
+             "a warning for each sentinel")
+    lines = [l for l in r.stderr().splitlines() if "redis sentinel 127.0.0.1:" in l]
+    for line in lines[:3]:
+        assert hint in line and " warning " in line, line
+    assert relay_info(r.socket)["redis_state"] == "degraded"
