@@ -4,6 +4,11 @@ failover-timeout 5 s), all on 127.0.0.1 with free TCP ports (sentinels speak TCP
 process is started and stopped by its PID; config files live in a temporary directory (a
 sentinel rewrites its own). `Monitor` records what a node runs (MONITOR), to prove what was
 or was not sent to it.
+
+With `TLSFiles`, the same deployment over TLS only (README, "Redis Sentinel", rediss-sentinel://):
+every node and sentinel has `port 0` and a `tls-port`, requires client certificates
+(`tls-auth-clients yes`) and replicates and monitors over TLS (`tls-replication yes`); the
+tests' own commands go over TLS too.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -28,11 +34,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tcp_call(port: int, *args, timeout: float = 2.0):
-    """One command over a fresh TCP connection, parsed with redis-py (None if unreachable)."""
+class TLSFiles:
+    """The PEM files of a TLS deployment: the CA, the certificate every node serves (and presents
+    as a client to the others), the sentinels' (the nodes' unless given), and the client
+    certificate of the tests."""
+
+    def __init__(self, ca: str, cert: str, key: str, client_cert: str, client_key: str,
+                 sentinel_cert: str | None = None, sentinel_key: str | None = None):
+        self.ca, self.cert, self.key, self.client_cert, self.client_key = ca, cert, key, client_cert, client_key
+        self.sentinel_cert, self.sentinel_key = sentinel_cert or cert, sentinel_key or key
+
+    def server_settings(self, port: int, sentinel: bool = False) -> list[tuple[str, str]]:
+        cert, key = (self.sentinel_cert, self.sentinel_key) if sentinel else (self.cert, self.key)
+        return [("port", "0"), ("tls-port", str(port)), ("tls-cert-file", cert), ("tls-key-file", key),
+                ("tls-ca-cert-file", self.ca), ("tls-auth-clients", "yes"), ("tls-replication", "yes")]
+
+    def redis_py(self) -> dict:
+        return {"ssl": True, "ssl_ca_certs": self.ca, "ssl_certfile": self.client_cert, "ssl_keyfile": self.client_key,
+                "ssl_check_hostname": False}
+
+    def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.check_hostname = False
+        ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx.wrap_socket(sock)
+
+
+def tcp_call(port: int, *args, timeout: float = 2.0, tls: TLSFiles | None = None):
+    """One command over a fresh TCP (or, with `tls`, TLS) connection, parsed with redis-py (None
+    if unreachable)."""
     import redis
     try:
-        c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout)
+        c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                        **(tls.redis_py() if tls else {}))
         try:
             return c.execute_command(*args)
         finally:
@@ -55,8 +89,9 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.05):
 class Node:
     """A redis-server on 127.0.0.1:<port>, restartable on that port."""
 
-    def __init__(self, binary: str, root: str, name: str, port: int, replicaof: int | None = None):
-        self.binary, self.name, self.port = binary, name, port
+    def __init__(self, binary: str, root: str, name: str, port: int, replicaof: int | None = None,
+                 tls: TLSFiles | None = None):
+        self.binary, self.name, self.port, self.tls = binary, name, port, tls
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
         self.proc: subprocess.Popen | None = None
@@ -67,16 +102,21 @@ class Node:
         assert self.proc is None or self.proc.poll() is not None, "%s still running" % self.name
         self.generation += 1
         log = open(os.path.join(self.dir, "redis-%d.log" % self.generation), "wb")
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        args = [self.binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", self.dir, "--daemonize", "no", "--repl-diskless-sync", "no"]
+        for k, v in (self.tls.server_settings(self.port) if self.tls else [("port", str(self.port))]):
+            args += ["--" + k, v]
         if replicaof is not None:
             args += ["--replicaof", "127.0.0.1", str(replicaof)]
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
-        wait_for(lambda: tcp_call(self.port, "PING") is not None, 10, "%s accepting on %d" % (self.name, self.port))
+        wait_for(lambda: self.call("PING") is not None, 10, "%s accepting on %d" % (self.name, self.port))
+
+    def call(self, *args):
+        return tcp_call(self.port, *args, tls=self.tls)
 
     def role(self) -> str | None:
-        r = tcp_call(self.port, "ROLE")
+        r = self.call("ROLE")
         return r[0].decode() if r else None
 
     def kill9(self):
@@ -90,13 +130,16 @@ class Node:
 
 
 class Sentinel:
-    def __init__(self, binary: str, root: str, index: int, master_port: int):
+    def __init__(self, binary: str, root: str, index: int, master_port: int, tls: TLSFiles | None = None):
         self.port = free_port()
+        self.tls = tls
         self.dir = os.path.join(root, "sentinel-%d" % index)
         os.makedirs(self.dir, exist_ok=True)
         self.conf = os.path.join(self.dir, "sentinel.conf")
         with open(self.conf, "w") as f:
-            f.write("port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\n" % (self.port, self.dir))
+            f.write("bind 127.0.0.1\ndaemonize no\ndir %s\n" % self.dir)
+            for k, v in (tls.server_settings(self.port, sentinel=True) if tls else [("port", str(self.port))]):
+                f.write("%s %s\n" % (k, v))
             f.write("sentinel monitor %s 127.0.0.1 %d 2\n" % (MASTER_NAME, master_port))
             f.write("sentinel down-after-milliseconds %s 1000\n" % MASTER_NAME)
             f.write("sentinel failover-timeout %s 5000\n" % MASTER_NAME)
@@ -104,10 +147,10 @@ class Sentinel:
         log = open(os.path.join(self.dir, "sentinel.log"), "wb")
         self.proc = subprocess.Popen([binary, self.conf], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
-        wait_for(lambda: tcp_call(self.port, "PING") is not None, 10, "sentinel accepting on %d" % self.port)
+        wait_for(lambda: self.call("PING") is not None, 10, "sentinel accepting on %d" % self.port)
 
     def call(self, *args):
-        return tcp_call(self.port, *args)
+        return tcp_call(self.port, *args, tls=self.tls)
 
     def master_port(self) -> int | None:
         r = self.call("SENTINEL", "get-master-addr-by-name", MASTER_NAME)
@@ -118,16 +161,17 @@ class Sentinel:
 
 
 class SentinelSet:
-    """Master + replica + 3 sentinels; `nodes` keyed by port."""
+    """Master + replica + 3 sentinels; `nodes` keyed by port. With `tls`, TLS only."""
 
-    def __init__(self, server: str, sentinel: str):
+    def __init__(self, server: str, sentinel: str, tls: TLSFiles | None = None):
         self.root = short_tmpdir("rit-sentinel-")
+        self.tls = tls
         a, b = free_port(), free_port()
-        self.nodes = {a: Node(server, self.root, "node-a", a)}
-        self.nodes[b] = Node(server, self.root, "node-b", b, replicaof=a)
+        self.nodes = {a: Node(server, self.root, "node-a", a, tls=tls)}
         self.sentinels: list[Sentinel] = []
         try:
-            self.sentinels = [Sentinel(sentinel, self.root, i, a) for i in range(3)]
+            self.nodes[b] = Node(server, self.root, "node-b", b, replicaof=a, tls=tls)
+            self.sentinels = [Sentinel(sentinel, self.root, i, a, tls=tls) for i in range(3)]
             self.wait_healthy(a, 30)
         except Exception:
             self.stop()
@@ -135,7 +179,8 @@ class SentinelSet:
 
     @property
     def url(self) -> str:
-        return "redis-sentinel://%s/%s" % (",".join("127.0.0.1:%d" % s.port for s in self.sentinels), MASTER_NAME)
+        scheme = "rediss-sentinel" if self.tls else "redis-sentinel"
+        return "%s://%s/%s" % (scheme, ",".join("127.0.0.1:%d" % s.port for s in self.sentinels), MASTER_NAME)
 
     def master_port(self) -> int:
         return next(p for p, n in self.nodes.items() if n.role() == "master")
@@ -151,7 +196,7 @@ class SentinelSet:
         def ok():
             if self.nodes[master].role() != "master":
                 return False
-            info = tcp_call(replica, "INFO", "replication")
+            info = self.nodes[replica].call("INFO", "replication")
             if not info or info.get("master_link_status") != "up" or int(info.get("master_port", 0)) != master:
                 return False
             for s in self.sentinels:
@@ -192,14 +237,17 @@ class SwitchListener:
     """Subscribed to `+switch-master` on every sentinel; records (monotonic time, payload). The
     earliest of the three for one switch is when the failover became known."""
 
-    def __init__(self, sentinels: list[Sentinel]):
+    def __init__(self, sentinels: list[Sentinel], tls: TLSFiles | None = None):
         self.events: list[tuple[float, str]] = []
         self._lock = threading.Lock()
         self._stop = False
         self._socks = []
         self._threads = []
         for s in sentinels:
-            sock = socket.create_connection(("127.0.0.1", s.port), timeout=0.2)
+            sock = socket.create_connection(("127.0.0.1", s.port), timeout=2)
+            if tls:
+                sock = tls.wrap(sock)
+            sock.settimeout(0.2)
             sock.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$14\r\n+switch-master\r\n")
             self._socks.append(sock)
             t = threading.Thread(target=self._read, args=(sock,), daemon=True)

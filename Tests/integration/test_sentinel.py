@@ -7,11 +7,17 @@ outage: no app connection closes, messages flow across the relays again within 2
 `+switch-master`, nothing arrives twice, and nothing is published to the old master once it is
 demoted. INFO, /health and /metrics show the master and the number of switches. Every process is
 started and stopped by PID; every wait is bounded.
+
+The same deployment over TLS only (rediss-sentinel://, certificates made by openssl as in
+test_tls.py): a fleet that follows a failover, and a wrong CA that leaves the relay degraded with
+one warning per sentinel attempt.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -22,7 +28,7 @@ import urllib.request
 import pytest
 
 from conftest import relay_env, relay_info, wait_redis_state
-from sentinel_fixtures import MASTER_NAME, Monitor, SwitchListener, free_port, tcp_call, wait_for
+from sentinel_fixtures import MASTER_NAME, Monitor, SentinelSet, SwitchListener, TLSFiles, free_port, tcp_call, wait_for
 from sentinel_fixtures import redis_sentinel_binary, sentinel_set  # noqa: F401 (fixtures)
 
 FLOW_BOUND = 2.0
@@ -311,7 +317,14 @@ def test_check_config_prints_the_sentinel_shape(relay_binary):
     assert bad.returncode == 78 and bad.stderr.strip().count("\n") == 0 and "REDIS_URL" in bad.stderr and "names no master" in bad.stderr, bad.stderr
     tls = subprocess.run([relay_binary, "check-config"], env=relay_env(None, {"REDIS_URL": "rediss-sentinel://10.0.0.7/m"}),
                          capture_output=True, text=True, timeout=30)
-    assert tls.returncode == 78 and "TLS to Sentinel (rediss-sentinel://) is not supported yet" in tls.stderr, tls.stderr
+    assert tls.returncode == 0, tls.stderr
+    assert ("redis backplane rediss-sentinel://10.0.0.7:26379/m/0 over TLS (trusting the system store, checking each "
+            "sentinel's and the announced master's host (an IP address against the certificate's IP addresses))") in tls.stdout, tls.stdout
+    # A TLS setting with the plain form is still a typo'd scheme: exit 78, one line.
+    plain = subprocess.run([relay_binary, "check-config"], capture_output=True, text=True, timeout=30,
+                           env=relay_env(None, {"REDIS_URL": "redis-sentinel://10.0.0.7/m", "RELAY_REDIS_TLS_SERVER_NAME": "redis.test"}))
+    assert plain.returncode == 78 and plain.stderr.strip().count("\n") == 0, plain.stderr
+    assert "RELAY_REDIS_TLS_SERVER_NAME: set, but REDIS_URL is redis-sentinel://10.0.0.7:26379/m/0, without TLS" in plain.stderr, plain.stderr
 
 
 def test_postgres_lease_follows_the_master(sentinel_set, relay_factory, pg_db):
@@ -393,3 +406,165 @@ def test_a_master_demoted_behind_the_sentinels_back_is_left(sentinel_set, backpl
         publisher.stop()
         monitor.close()
         elsewhere.stop()
+
+
+# ---- rediss-sentinel:// ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sentinel_pki():
+    from test_tls import PKI
+    p = PKI()
+    yield p
+    shutil.rmtree(p.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def sentinel_tls_set(redis_server_binary, redis_sentinel_binary, sentinel_pki):
+    """Master, replica and three sentinels on TLS ports only, serving server.pem (SAN IP:127.0.0.1,
+    DNS:redis.test) and requiring client certificates."""
+    pytest.importorskip("redis", reason="redis-py not installed (pip install redis)")
+    p = sentinel_pki
+    files = TLSFiles(p.path("ca.pem"), p.path("server.pem"), p.path("server.key"), p.path("client.pem"), p.path("client.key"))
+    s = SentinelSet(redis_server_binary, redis_sentinel_binary, tls=files)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def sentinel_tls_set_dns_names(redis_server_binary, redis_sentinel_binary, sentinel_pki):
+    """The same with certificates that list DNS names only: the data nodes dns-only.pem
+    (DNS:redis.test), the sentinels a certificate for DNS:localhost and DNS:redis.test."""
+    pytest.importorskip("redis", reason="redis-py not installed (pip install redis)")
+    from test_tls import _openssl
+    p = sentinel_pki
+    if not os.path.exists(p.path("sentinel-dns.pem")):
+        with open(p.path("san-sentinel.cnf"), "w") as f:
+            f.write("subjectAltName=DNS:localhost,DNS:redis.test\n")
+        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "sentinel-dns.key",
+                 "-out", "sentinel-dns.csr", "-subj", "/CN=sentinel-dns", cwd=p.dir)
+        _openssl("x509", "-req", "-in", "sentinel-dns.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", "sentinel-dns.pem", "-days", "30", "-extfile", "san-sentinel.cnf", cwd=p.dir)
+    files = TLSFiles(p.path("ca.pem"), p.path("dns-only.pem"), p.path("dns-only.key"), p.path("client.pem"), p.path("client.key"),
+                     sentinel_cert=p.path("sentinel-dns.pem"), sentinel_key=p.path("sentinel-dns.key"))
+    s = SentinelSet(redis_server_binary, redis_sentinel_binary, tls=files)
+    yield s
+    s.stop()
+
+
+def tls_env(pki, ca: str = "ca.pem") -> dict:
+    return {"RELAY_REDIS_TLS_CA_FILE": pki.path(ca), "RELAY_REDIS_TLS_CERT_FILE": pki.path("client.pem"),
+            "RELAY_REDIS_TLS_KEY_FILE": pki.path("client.key"), "RELAY_REDIS_BACKOFF_MAX": "500ms"}
+
+
+def test_tls_sentinel_fleet_crosses_relays_and_follows_a_failover(sentinel_tls_set, sentinel_pki, backplane_relay):
+    """Two relays on rediss-sentinel:// (every port of the deployment is TLS, so reaching it at
+    all is TLS to the sentinels and to the master): messages cross the relays; the master the
+    sentinels announce is an IP address, verified against the certificate's IP SAN without
+    RELAY_REDIS_TLS_SERVER_NAME; one `SENTINEL FAILOVER` is followed, messages flowing across the
+    relays again within 2 s of `+switch-master`, no app connection closing."""
+    ss = sentinel_tls_set
+    assert ss.url.startswith("rediss-sentinel://")
+    a = backplane_relay(ss.url, tls_env(sentinel_pki))
+    b = backplane_relay(ss.url, tls_env(sentinel_pki))
+    first = ss.master_port()
+    for r in (a, b):
+        info = relay_info(r.socket)
+        assert info["redis_topology"] == "sentinel" and info["redis_master"] == "127.0.0.1:%d" % first, info
+        assert "redis backplane over TLS: trusting 1 CA certificate" in r.stderr(), r.stderr()
+        wait_for(lambda: relay_info(r.socket).get("redis_sentinel"), 5, "subscribed sentinel in INFO")
+    listener = SwitchListener(ss.sentinels, tls=ss.tls)
+    subs = {"a": Subscriber(a.socket), "b": Subscriber(b.socket)}
+    publisher = Publisher({"a": a.socket, "b": b.socket})
+    try:
+        time.sleep(0.5)
+        assert subs["b"].received and subs["a"].received, "no cross-relay flow over TLS before the failover"
+        new = ss.other(first).port
+        since = time.monotonic()
+        wait_for(lambda: ss.sentinels[1].call("SENTINEL", "FAILOVER", MASTER_NAME) in (b"OK", "OK", True), 10,
+                 "SENTINEL FAILOVER accepted")
+        switch_at = wait_for(lambda: listener.first_since(since, new), 20, "+switch-master to %d" % new)
+        for r in (a, b):
+            wait_for(lambda: relay_info(r.socket).get("redis_master") == "127.0.0.1:%d" % new, 5,
+                     "relay follows the switch to %d" % new)
+        time.sleep(3.0)
+    finally:
+        publisher.stop()
+        time.sleep(0.3)
+        for sub in subs.values():
+            sub.close()
+        listener.close()
+    assert publisher.errors == [], publisher.errors
+    for src, dst in (("a", "b"), ("b", "a")):
+        assert not subs[dst].eof, "app on relay %s saw its connection closed" % dst
+        t = flowing_after(switch_at, switch_at + 10, publisher.sent[src], subs[dst])
+        assert t is not None and t <= FLOW_BOUND, "relay %s -> %s flowing again after %r s (bound %.1f s)" % (src, dst, t, FLOW_BOUND)
+        print("\nrediss-sentinel: +switch-master -> flowing %s->%s after %.3f s" % (src, dst, t))
+    for r in (a, b):
+        info = relay_info(r.socket)
+        assert info["redis_state"] == "up" and info["redis_master_switches"] == "1", info
+        assert " TLS " not in r.stderr(), "a TLS error in the log:\n" + r.stderr()[-2000:]
+
+
+def test_tls_sentinel_wrong_ca_warns_once_per_sentinel_and_stays_degraded(sentinel_tls_set, sentinel_pki, backplane_relay):
+    """A CA that did not sign the sentinels' certificate: each attempt is one warning naming the
+    sentinel and RedisTLS's reason, then the next sentinel in list order; the relay stays degraded
+    (no master known, nothing connected to a data node) and serves its apps locally."""
+    from test_tls import assert_serves_locally
+    ss = sentinel_tls_set
+    r = backplane_relay(ss.url, tls_env(sentinel_pki, ca="other-ca.pem"), wait_up=False)
+    round_end = "no sentinel gave master '%s' (tried 3)" % MASTER_NAME
+    wait_for(lambda: r.stderr().count(round_end) >= 2, 15, "two rounds of discovery")
+    lines = r.stderr().splitlines()
+    first_round = lines[:next(i for i, l in enumerate(lines) if round_end in l)]
+    # Every line about a sentinel in that round: exactly one per sentinel, each the TLS reason.
+    tls_lines = [l for l in first_round if "redis sentinel 127.0.0.1:" in l]
+    expected = ["redis sentinel 127.0.0.1:%d: TLS handshake with 127.0.0.1:%d failed: certificate is not signed by a "
+                "trusted CA" % (s.port, s.port) for s in ss.sentinels]
+    assert len(tls_lines) == 3, "expected one TLS line per sentinel in the first round:\n" + "\n".join(first_round)
+    for line, words in zip(tls_lines, expected):
+        assert words in line and " warning " in line, (line, words)
+    print("\n" + tls_lines[0])
+    info = relay_info(r.socket)
+    assert info["redis_state"] == "degraded" and info["redis_master"] == "", info
+    clients = ss.nodes[ss.master_port()].call("CLIENT", "LIST").decode()
+    assert "pubsub-relay:" not in clients, clients
+    assert_serves_locally(r)
+
+
+def test_tls_sentinel_master_announced_by_ip_needs_an_ip_san_or_the_server_name(sentinel_tls_set_dns_names, sentinel_pki,
+                                                                                 backplane_relay):
+    """The sentinels are listed as localhost and their certificate lists that name, so discovery
+    over TLS succeeds; the master they announce is 127.0.0.1, and its certificate lists DNS names
+    only: without RELAY_REDIS_TLS_SERVER_NAME the master connections fail on the IP address (README,
+    "Redis Sentinel": an IP SAN, or the server name), the relay degraded with the master known;
+    with RELAY_REDIS_TLS_SERVER_NAME=redis.test (listed by every certificate) it comes up."""
+    ss = sentinel_tls_set_dns_names
+    url = "rediss-sentinel://%s/%s" % (",".join("localhost:%d" % s.port for s in ss.sentinels), MASTER_NAME)
+    master = ss.master_port()
+    by_ip = backplane_relay(url, tls_env(sentinel_pki), wait_up=False)
+    reason = ("TLS handshake with 127.0.0.1:%d failed: certificate is not valid for the IP address 127.0.0.1 "
+              "(set RELAY_REDIS_TLS_SERVER_NAME to a name it lists)" % master)
+    wait_for(lambda: by_ip.stderr().count(reason) >= 2, 15, "master connections failing on the IP address")
+    info = relay_info(by_ip.socket)
+    assert info["redis_state"] == "degraded" and info["redis_master"] == "127.0.0.1:%d" % master, info
+    assert reason in info["redis_last_error"], info
+    assert "redis sentinel localhost:" not in by_ip.stderr(), "discovery over TLS by name failed:\n" + by_ip.stderr()[-2000:]
+    print("\n" + next(l for l in by_ip.stderr().splitlines() if reason in l))
+    by_name = backplane_relay(url, dict(tls_env(sentinel_pki), RELAY_REDIS_TLS_SERVER_NAME="redis.test"))
+    info = relay_info(by_name.socket)
+    assert info["redis_state"] == "up" and info["redis_master"] == "127.0.0.1:%d" % master, info
+
+
+def test_plaintext_sentinel_url_to_tls_ports_says_to_use_rediss_sentinel(sentinel_tls_set, backplane_relay):
+    """redis-sentinel:// (plain TCP) to sentinels that listen on TLS only: each sentinel's warning
+    says the connection ended before it answered and names the TLS form of the URL."""
+    ss = sentinel_tls_set
+    url = ss.url.replace("rediss-sentinel://", "redis-sentinel://", 1)
+    r = backplane_relay(url, {"RELAY_REDIS_BACKOFF_MAX": "500ms"}, wait_up=False)
+    hint = "before it answered; if that port is a tls-port, use a rediss-sentinel:// URL"
+    wait_for(lambda: all(("redis sentinel 127.0.0.1:%d: " % s.port) in r.stderr() for s in ss.sentinels), 15,
+             "a warning for each sentinel")
+    lines = [l for l in r.stderr().splitlines() if "redis sentinel 127.0.0.1:" in l]
+    for line in lines[:3]:
+        assert hint in line and " warning " in line, line
+    assert relay_info(r.socket)["redis_state"] == "degraded"

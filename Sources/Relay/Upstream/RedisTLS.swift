@@ -6,43 +6,34 @@ import NIOSSL
 import NIOTLS
 import RelayCore
 
-/// The TLS of a `rediss://` backplane (README, "Redis over TLS"): the CA bundle and client
-/// certificate read from their files, the `NIOSSLContext` built from them (TLS 1.2 or later, full
-/// certificate and host-name verification), and for each new connection the handlers that run the
-/// handshake and say in plain words why one failed. Immutable: a reload builds a new one, which
-/// only connections opened afterwards use.
+/// The TLS of a `rediss://` or `rediss-sentinel://` backplane (README, "Redis over TLS", "Redis
+/// Sentinel"): the CA bundle and client certificate read from their files, the `NIOSSLContext`
+/// built from them (TLS 1.2 or later, full certificate and host-name verification), and for each
+/// new connection the handlers that run the handshake and say in plain words why one failed. The
+/// context is shared by every connection; what the certificate must list is decided per
+/// connection, from the host it goes to (the URL's host, a sentinel, or the master the sentinels
+/// announced). Immutable: a reload builds a new one, which only connections opened afterwards use.
 public final class RedisTLS: Sendable {
     public let options: RedisTLSOptions
     private let context: NIOSSLContext
-    /// Sent as SNI and checked in the certificate; nil when the URL's host is an IP address and
-    /// no server name is set: then NIOSSL checks the peer's address against the certificate's IP
-    /// addresses (and sends no SNI, which may not carry an address).
-    private let serverHostname: String?
-    /// What the certificate must list: "the name redis.internal" or "the IP address 10.0.0.5".
-    private let identity: String
-    /// `host:port`, for messages.
-    private let peer: String
     private let handshakeTimeout: TimeAmount
     /// One line for the logs: what is trusted, which client certificate, which name is checked.
     public let summary: String
 
-    private init(options: RedisTLSOptions, context: NIOSSLContext, serverHostname: String?, identity: String, peer: String,
-                 handshakeTimeout: TimeAmount, summary: String) {
+    private init(options: RedisTLSOptions, context: NIOSSLContext, handshakeTimeout: TimeAmount, summary: String) {
         self.options = options
         self.context = context
-        self.serverHostname = serverHostname
-        self.identity = identity
-        self.peer = peer
         self.handshakeTimeout = handshakeTimeout
         self.summary = summary
     }
 
     /// Reads the files `config.redisTLS` names and builds the context; nil when the URL is not
-    /// `rediss://`. A file that is missing, unreadable or not PEM is a `ConfigError` naming the
-    /// variable and the file (exit 78 at start-up, an unchanged configuration on reload).
+    /// `rediss://` or `rediss-sentinel://`. A file that is missing, unreadable or not PEM is a
+    /// `ConfigError` naming the variable and the file (exit 78 at start-up, an unchanged
+    /// configuration on reload).
     public static func load(_ config: RelayConfig) throws(ConfigError) -> RedisTLS? {
-        guard let url = config.redisURL, url.tls, let options = config.redisTLS,
-              case .tcp(let host, let port) = url.address else { return nil }
+        guard let url = config.redisURL, url.tls, let options = config.redisTLS else { return nil }
+        if url.sentinel == nil, case .unix = url.address { return nil }
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
         tls.certificateVerification = .fullVerification
@@ -61,10 +52,15 @@ public final class RedisTLS: Sendable {
             tls.privateKey = .privateKey(try privateKey(in: keyPath))
             described.append("client certificate \(certPath)")
         }
-        let isIPAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
-        let serverHostname = options.serverName ?? (isIPAddress ? nil : host)
-        let identity = serverHostname.map { "the name \($0)" } ?? "the IP address \(host)"
-        described.append("checking \(identity)")
+        switch url.address {
+        case .tcp(let host, _) where url.sentinel == nil:
+            described.append("checking \(identity(host: host, serverName: options.serverName).identity)")
+        default:
+            // Sentinel: the hosts are the listed sentinels and whatever master they announce
+            // (usually an IP address, which the certificate must then list as an IP SAN).
+            described.append(options.serverName.map { "checking the name \($0) on the sentinels and the master" }
+                             ?? "checking each sentinel's and the announced master's host (an IP address against the certificate's IP addresses)")
+        }
         let context: NIOSSLContext
         do {
             context = try NIOSSLContext(configuration: tls)
@@ -75,22 +71,38 @@ public final class RedisTLS: Sendable {
             }
             throw ConfigError(RedisTLSOptions.caFileVariable, "TLS cannot use the CA bundle: \(describeLoading(error))")
         }
-        let peer = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         // Shorter than the link's reply deadline (also RELAY_REDIS_TIMEOUT, counted from the same
         // connect): a plaintext Redis on the port waits for a newline that a ClientHello never
-        // sends, and that must be named as a TLS problem, not as a hung Redis.
+        // sends, and that must be named as a TLS problem, not as a hung Redis. The sentinel
+        // watcher's deadline is the same RELAY_REDIS_TIMEOUT, so the same holds there.
         let timeoutMs = Int64(config.redisTimeoutMilliseconds)
         let handshakeTimeout = TimeAmount.milliseconds(max(timeoutMs / 2, timeoutMs - 250))
-        return RedisTLS(options: options, context: context, serverHostname: serverHostname, identity: identity, peer: peer,
-                        handshakeTimeout: handshakeTimeout, summary: described.joined(separator: ", "))
+        return RedisTLS(options: options, context: context, handshakeTimeout: handshakeTimeout,
+                        summary: described.joined(separator: ", "))
+    }
+
+    /// What is sent as SNI and checked in the certificate of a connection to `host`:
+    /// `RELAY_REDIS_TLS_SERVER_NAME` when set, else the host itself. For an IP address there is no
+    /// SNI (it may not carry an address) and NIOSSL checks the peer's address against the
+    /// certificate's IP addresses. `identity` is for messages: "the name redis.internal" or "the
+    /// IP address 10.0.0.5".
+    static func identity(host: String, serverName: String?) -> (serverHostname: String?, identity: String) {
+        let isIPAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
+        let serverHostname = serverName ?? (isIPAddress ? nil : host)
+        return (serverHostname, serverHostname.map { "the name \($0)" } ?? "the IP address \(host)")
     }
 
     /// What a plaintext connection's reason adds when Redis closed it without a word.
     static let plaintextCloseHint = "if that port is Redis's tls-port, use a rediss:// URL"
+    /// The same for the connections of a `redis-sentinel://` URL (to a sentinel or the master).
+    static let plaintextSentinelCloseHint = "if that port is a tls-port, use a rediss-sentinel:// URL"
 
-    /// Adds the TLS handler and, behind it, the observer that turns its errors into plain words;
-    /// the `RedisConnection` goes after them. Called in the channel initializer, on the loop.
-    func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations) throws {
+    /// Adds the TLS handler for a connection to `host:port` and, behind it, the observer that
+    /// turns its errors into plain words; the `RedisConnection` goes after them. Called in the
+    /// channel initializer, on the loop.
+    func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, host: String, port: Int) throws {
+        let (serverHostname, identity) = Self.identity(host: host, serverName: options.serverName)
+        let peer = RedisURL.Sentinel.Endpoint(host: host, port: port).description
         let verdict = RedisTLSVerdict()
         // The per-certificate callback is deprecated in favour of callbacks that replace BoringSSL's
         // verification; it is the only hook that reports BoringSSL's own verdict on each certificate

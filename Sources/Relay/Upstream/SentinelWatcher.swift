@@ -17,6 +17,9 @@ final class SentinelWatcher: RedisConnectionDelegate {
     private let logger: Logger
     private let timeout: TimeAmount
     private let onMaster: (RedisURL.Address) -> Void
+    /// `rediss-sentinel://`: the TLS of the next sentinel connection, read at each connect so
+    /// that a reload's files apply from then on (README, "Redis over TLS"); nil for plain TCP.
+    private let tls: () -> RedisTLS?
     /// The one open sentinel connection and the index of its sentinel.
     private var connection: (index: Int, handler: RedisConnection)?
     private var stopped = false
@@ -26,7 +29,8 @@ final class SentinelWatcher: RedisConnectionDelegate {
     private static let tick = TimeAmount.milliseconds(100)
 
     init(sentinel: RedisURL.Sentinel, timeoutMilliseconds: Int, backoffCapMilliseconds: Int,
-         eventLoop: EventLoop, logger: Logger, onMaster: @escaping (RedisURL.Address) -> Void) {
+         eventLoop: EventLoop, logger: Logger, tls: @escaping () -> RedisTLS? = { nil },
+         onMaster: @escaping (RedisURL.Address) -> Void) {
         self.discovery = SentinelDiscovery(
             sentinel: sentinel, timeoutMilliseconds: timeoutMilliseconds,
             pingIntervalMilliseconds: min(1000, timeoutMilliseconds / 2),
@@ -35,6 +39,7 @@ final class SentinelWatcher: RedisConnectionDelegate {
         self.logger = logger
         self.timeout = .milliseconds(Int64(timeoutMilliseconds))
         self.onMaster = onMaster
+        self.tls = tls
     }
 
     /// The master as the sentinels last gave it.
@@ -98,12 +103,18 @@ final class SentinelWatcher: RedisConnectionDelegate {
         let handler = RedisConnection(replyLimits: Self.replyLimits)
         handler.delegate = self
         connection = (i, handler)
+        // A failed handshake fails the connection with RedisTLS's reason (`TLS handshake with
+        // host:port failed: …`), which the discovery logs once, naming the sentinel, before it
+        // goes on with the next one (README, "Redis Sentinel").
+        let tls = tls()
+        if tls == nil { handler.silentCloseHint = RedisTLS.plaintextSentinelCloseHint }
         let bound = NIOLoopBound(handler, eventLoop: eventLoop)
         ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try tls?.addHandlers(to: channel.pipeline.syncOperations, host: endpoint.host, port: endpoint.port)
                     try channel.pipeline.syncOperations.addHandler(bound.value)
                 }
             }

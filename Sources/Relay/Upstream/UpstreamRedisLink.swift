@@ -126,16 +126,22 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         let handler = RedisConnection(replyLimits: replyLimits)
         handler.delegate = self
         connections[id.role] = (id, handler)
-        // rediss://: the TLS handlers go in front; read now, so that a reload's new files apply
-        // from the next connection on (README, "Redis over TLS").
+        // rediss:// and rediss-sentinel://: the TLS handlers go in front; read now, so that a
+        // reload's new files apply from the next connection on (README, "Redis over TLS"). The
+        // certificate is checked against the host connected to: with Sentinel, the master as the
+        // sentinels announced it (README, "Redis Sentinel").
         let tls = url.tls ? state.redisTLS : nil
-        if !url.tls, case .tcp = url.address { handler.silentCloseHint = RedisTLS.plaintextCloseHint }
+        if !url.tls, case .tcp = address {
+            handler.silentCloseHint = url.sentinel == nil ? RedisTLS.plaintextCloseHint : RedisTLS.plaintextSentinelCloseHint
+        }
         let bound = NIOLoopBound(handler, eventLoop: eventLoop)
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls { try tls.addHandlers(to: channel.pipeline.syncOperations) }
+                    if let tls, case .tcp(let host, let port) = address {
+                        try tls.addHandlers(to: channel.pipeline.syncOperations, host: host, port: port)
+                    }
                     try channel.pipeline.syncOperations.addHandler(bound.value)
                 }
             }
@@ -319,7 +325,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         guard let sentinel = url.sentinel else { return }
         let watcher = SentinelWatcher(
             sentinel: sentinel, timeoutMilliseconds: Int(timeout.nanoseconds / 1_000_000),
-            backoffCapMilliseconds: machine.settings.backoffCapMilliseconds, eventLoop: eventLoop, logger: logger
+            backoffCapMilliseconds: machine.settings.backoffCapMilliseconds, eventLoop: eventLoop, logger: logger,
+            tls: { [unowned self] in sentinel.tls ? state.redisTLS : nil }
         ) { [unowned self] address in
             run(machine.masterChanged(shown: Self.show(address), now: Self.now()))
         }

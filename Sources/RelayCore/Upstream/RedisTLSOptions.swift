@@ -1,4 +1,4 @@
-/// How a `rediss://` backplane connection is secured: the `RELAY_REDIS_TLS_*` variables, checked
+/// How a `rediss://` or `rediss-sentinel://` backplane connection is secured: the `RELAY_REDIS_TLS_*` variables, checked
 /// for consistency (README, "Redis over TLS"). The files themselves are read at the I/O edge
 /// (`RedisTLS` in the Relay module), at start-up and on every reload.
 public struct RedisTLSOptions: Sendable, Equatable {
@@ -7,8 +7,10 @@ public struct RedisTLSOptions: Sendable, Equatable {
     /// PEM client certificate (chain) and its private key, for Redis's `tls-auth-clients yes`.
     public var certFile: String?
     public var keyFile: String?
-    /// The name sent as SNI and checked in Redis's certificate; nil = the URL's host (an IP
-    /// address in the URL is checked against the certificate's IP addresses and sends no SNI).
+    /// The name sent as SNI and checked in Redis's certificate; nil = the host connected to (an IP
+    /// address is checked against the certificate's IP addresses and sends no SNI). With Sentinel
+    /// that host is each sentinel of the URL and the master as the sentinels announce it, usually
+    /// an IP address (README, "Redis Sentinel").
     public var serverName: String?
 
     public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil, serverName: String? = nil) {
@@ -25,7 +27,7 @@ public struct RedisTLSOptions: Sendable, Equatable {
     public static let variables = [caFileVariable, certFileVariable, keyFileVariable, serverNameVariable]
 
     /// The options for `url` from the (trimmed, non-empty) values of the TLS variables; nil when
-    /// the URL is not `rediss://`. Throws when a TLS variable is set for a URL without TLS: a typo'd
+    /// the URL is not `rediss://` or `rediss-sentinel://`. Throws when a TLS variable is set for a URL without TLS: a typo'd
     /// scheme (`redis://` for `rediss://`) would otherwise send the password in plaintext.
     public static func parse(_ value: (String) -> String?, url: RedisURL?) throws(ConfigError) -> RedisTLSOptions? {
         let options = RedisTLSOptions(caFile: value(caFileVariable), certFile: value(certFileVariable),
@@ -33,7 +35,7 @@ public struct RedisTLSOptions: Sendable, Equatable {
         guard let url, url.tls else {
             if let name = variables.first(where: { value($0) != nil }) {
                 let what = url.map { "REDIS_URL is \($0.redacted), without TLS" } ?? "REDIS_URL is not set"
-                throw ConfigError(name, "set, but \(what); TLS settings apply only to a rediss:// URL (use rediss://host:port to connect over TLS, or remove the RELAY_REDIS_TLS_* variables)")
+                throw ConfigError(name, "set, but \(what); TLS settings apply only to a rediss:// or rediss-sentinel:// URL (use rediss://host:port, or rediss-sentinel://… for Sentinel, to connect over TLS, or remove the RELAY_REDIS_TLS_* variables)")
             }
             return nil
         }

@@ -45,9 +45,8 @@ extension RedisURL {
             return try parseSentinel(String(text.dropFirst("redis-sentinel://".count)), original: text, tls: false)
         }
         if text.hasPrefix("rediss-sentinel://") {
-            // Parsed first, so that a mistake in the URL is reported as such.
-            _ = try parseSentinel(String(text.dropFirst("rediss-sentinel://".count)), original: text, tls: true)
-            throw ConfigError(variable, "TLS to Sentinel (rediss-sentinel://) is not supported yet: the sentinel connections have no TLS (rediss:// to one server has); use redis-sentinel:// (plain TCP to the sentinels and the master)")
+            // TLS to the sentinels and to the master, with the RELAY_REDIS_TLS_* settings.
+            return try parseSentinel(String(text.dropFirst("rediss-sentinel://".count)), original: text, tls: true)
         }
         return nil
     }

@@ -36,14 +36,41 @@ import Testing
         #expect(try RedisURL.parse("redis-sentinel://pw@h/m").password == "pw")
     }
 
-    @Test func theTLSFormIsParsedWithItsFlagAndRefusedUntilTLSExists() throws {
-        let u = try RedisURL.parseSentinel("h1:26379,h2/m/1", original: "rediss-sentinel://h1:26379,h2/m/1", tls: true)
-        #expect(u.sentinel?.tls == true)
+    @Test func theTLSFormCarriesTLSToTheSentinelsAndTheMaster() throws {
+        let u = try RedisURL.parse("rediss-sentinel://relay:pw@h1:26379,h2/m/1")
+        #expect(u.sentinel == RedisURL.Sentinel(
+            sentinels: [Endpoint(host: "h1", port: 26379), Endpoint(host: "h2", port: 26379)], masterName: "m", tls: true))
         #expect(u.tls, "the master connection carries TLS too")
-        #expect(u.sentinelRedacted(u.sentinel!) == "rediss-sentinel://h1:26379,h2:26379/m/1")
-        #expect(reason("rediss-sentinel://h1:26379/m").contains("TLS to Sentinel (rediss-sentinel://) is not supported yet"))
-        // A mistake in the URL is named before the missing TLS support.
+        #expect(u.db == 1 && u.username == "relay" && u.password == "pw")
+        #expect(u.redacted == "rediss-sentinel://relay:***@h1:26379,h2:26379/m/1")
+        // The plain form stays plain.
+        let plain = try RedisURL.parse("redis-sentinel://h1/m")
+        #expect(!plain.tls && plain.sentinel?.tls == false)
+        // The same clear errors as the plain form.
         #expect(reason("rediss-sentinel://h1:26379").contains("names no master"))
+        #expect(reason("rediss-sentinel:///m").contains("lists no sentinel"))
+        #expect(reason("rediss-sentinel://h1:x/m").contains("not a TCP port"))
+    }
+
+    /// The RELAY_REDIS_TLS_* variables apply to rediss-sentinel:// as to rediss://, and stay
+    /// refused with the plain sentinel form (a typo'd scheme would send the passwords in plaintext).
+    @Test func tlsSettingsApplyToTheTLSFormOnly() throws {
+        let c = try RelayConfig.parse(environment: [
+            "REDIS_URL": "rediss-sentinel://h1,h2/m", "RELAY_REDIS_TLS_CA_FILE": "/ca.pem",
+            "RELAY_REDIS_TLS_SERVER_NAME": "redis.internal", "RELAY_REDIS_SENTINEL_PASSWORD": "s",
+        ], isRoot: false)
+        #expect(c.redisTLS == RedisTLSOptions(caFile: "/ca.pem", serverName: "redis.internal"))
+        #expect(c.redisURL?.sentinel?.password == "s" && c.redisURL?.sentinel?.tls == true)
+        #expect(try RelayConfig.parse(environment: ["REDIS_URL": "rediss-sentinel://h1/m"], isRoot: false).redisTLS == RedisTLSOptions())
+        do {
+            _ = try RelayConfig.parse(environment: ["REDIS_URL": "redis-sentinel://:secret@h1/m", "RELAY_REDIS_TLS_CA_FILE": "/ca.pem"],
+                                      isRoot: false)
+            Issue.record("a TLS setting with redis-sentinel:// was accepted")
+        } catch {
+            #expect(error.variable == "RELAY_REDIS_TLS_CA_FILE")
+            #expect(error.message.contains("without TLS") && error.message.contains("rediss-sentinel://"))
+            #expect(!error.message.contains("secret"))
+        }
     }
 
     @Test func clearErrors() {
