@@ -63,17 +63,7 @@ extension RedisURL {
             throw ConfigError(variable, "query parameters are not read in sentinel URLs; expected \(sentinelForms)")
         }
         var url = RedisURL(address: .tcp(host: "", port: 0))
-        if let at = authority.lastIndex(of: "@") {
-            let credentials = authority[..<at]
-            authority = authority[authority.index(after: at)...]
-            if let colon = credentials.firstIndex(of: ":") {
-                let user = try decode(credentials[..<colon], what: "user name")
-                url.username = user.isEmpty ? nil : user
-                url.password = try decode(credentials[credentials.index(after: colon)...], what: "password")
-            } else {
-                url.password = try decode(credentials, what: "password")
-            }
-        }
+        try takeCredentials(&authority, into: &url)
         guard !authority.isEmpty else {
             throw ConfigError(variable, "'\(redactedInput(original))' lists no sentinel; expected \(sentinelForms)")
         }

@@ -73,6 +73,21 @@ public struct RedisURL: Sendable, Equatable {
         throw ConfigError(variable, "'\(redactedInput(text))' is not a Redis URL; expected \(forms)")
     }
 
+    /// `user:password@`, `:password@` or `password@` (a password alone, as redis-cli and most
+    /// clients read it) at the front of `authority`: removed from it, percent-decoded into `url`.
+    static func takeCredentials(_ authority: inout Substring, into url: inout RedisURL) throws(ConfigError) {
+        guard let at = authority.lastIndex(of: "@") else { return }
+        let credentials = authority[..<at]
+        authority = authority[authority.index(after: at)...]
+        if let colon = credentials.firstIndex(of: ":") {
+            let user = try decode(credentials[..<colon], what: "user name")
+            url.username = user.isEmpty ? nil : user
+            url.password = try decode(credentials[credentials.index(after: colon)...], what: "password")
+        } else {
+            url.password = try decode(credentials, what: "password")
+        }
+    }
+
     private static func parseTCP(_ rest: String, original: String) throws(ConfigError) -> RedisURL {
         var hostPart = Substring(rest)
         var path = Substring("")
@@ -84,18 +99,7 @@ public struct RedisURL: Sendable, Equatable {
             throw ConfigError(variable, "query parameters are only read in unix:// URLs; put the db in the path (redis://host:6379/2)")
         }
         var url = RedisURL(address: .tcp(host: "", port: 6379))
-        if let at = hostPart.lastIndex(of: "@") {
-            let credentials = hostPart[..<at]
-            hostPart = hostPart[hostPart.index(after: at)...]
-            if let colon = credentials.firstIndex(of: ":") {
-                let user = try decode(credentials[..<colon], what: "user name")
-                url.username = user.isEmpty ? nil : user
-                url.password = try decode(credentials[credentials.index(after: colon)...], what: "password")
-            } else {
-                // `redis://secret@host` is a password alone, as redis-cli and most clients read it.
-                url.password = try decode(credentials, what: "password")
-            }
-        }
+        try takeCredentials(&hostPart, into: &url)
         var host: Substring
         var portText: Substring?
         if hostPart.hasPrefix("[") {
