@@ -87,21 +87,7 @@ extension RedisURL {
 
     /// One `host[:port]` or `[v6][:port]` of the sentinel list.
     private static func sentinelEndpoint(_ item: Substring) throws(ConfigError) -> Sentinel.Endpoint {
-        var host = item
-        var portText: Substring?
-        if item.hasPrefix("[") {
-            guard let close = item.firstIndex(of: "]") else {
-                throw ConfigError(variable, "sentinel '\(item)': unterminated [IPv6] host")
-            }
-            host = item[item.index(after: item.startIndex)..<close]
-            let after = item[item.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
-                throw ConfigError(variable, "sentinel '\(item)': expected :port after the [IPv6] host")
-            }
-        } else if let colon = item.lastIndex(of: ":") {
-            host = item[..<colon]
-            portText = item[item.index(after: colon)...]
-        }
+        let (host, portText) = try splitHostPort(item, errorPrefix: "sentinel '\(item)'")
         guard !host.isEmpty else {
             throw ConfigError(variable, "sentinel '\(item)' has no host; expected host:port, e.g. 10.0.0.7:26379, separated by commas")
         }

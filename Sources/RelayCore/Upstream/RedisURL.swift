@@ -88,6 +88,25 @@ public struct RedisURL: Sendable, Equatable {
         }
     }
 
+    /// `host[:port]` or `[v6][:port]`: the host and the port's text, if any (errors begin with
+    /// `errorPrefix`, naming what was being read).
+    static func splitHostPort(_ item: Substring, errorPrefix: String) throws(ConfigError) -> (host: Substring, port: Substring?) {
+        if item.hasPrefix("[") {
+            guard let close = item.firstIndex(of: "]") else {
+                throw ConfigError(variable, "\(errorPrefix): unterminated [IPv6] host")
+            }
+            let host = item[item.index(after: item.startIndex)..<close]
+            let after = item[item.index(after: close)...]
+            if after.hasPrefix(":") { return (host, after.dropFirst()) }
+            if !after.isEmpty { throw ConfigError(variable, "\(errorPrefix): expected :port after the [IPv6] host") }
+            return (host, nil)
+        }
+        if let colon = item.lastIndex(of: ":") {
+            return (item[..<colon], item[item.index(after: colon)...])
+        }
+        return (item, nil)
+    }
+
     private static func parseTCP(_ rest: String, original: String) throws(ConfigError) -> RedisURL {
         var hostPart = Substring(rest)
         var path = Substring("")
@@ -100,23 +119,7 @@ public struct RedisURL: Sendable, Equatable {
         }
         var url = RedisURL(address: .tcp(host: "", port: 6379))
         try takeCredentials(&hostPart, into: &url)
-        var host: Substring
-        var portText: Substring?
-        if hostPart.hasPrefix("[") {
-            guard let close = hostPart.firstIndex(of: "]") else {
-                throw ConfigError(variable, "'\(redactedInput(original))': unterminated [IPv6] host")
-            }
-            host = hostPart[hostPart.index(after: hostPart.startIndex)..<close]
-            let after = hostPart[hostPart.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
-                throw ConfigError(variable, "'\(redactedInput(original))': expected :port after the [IPv6] host")
-            }
-        } else if let colon = hostPart.lastIndex(of: ":") {
-            host = hostPart[..<colon]
-            portText = hostPart[hostPart.index(after: colon)...]
-        } else {
-            host = hostPart
-        }
+        let (host, portText) = try splitHostPort(hostPart, errorPrefix: "'\(redactedInput(original))'")
         guard !host.isEmpty else {
             throw ConfigError(variable, "'\(redactedInput(original))' has no host; expected \(forms)")
         }
