@@ -108,6 +108,10 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 onStateChange?()
             case .notMaster(let reason):
                 sentinelWatcher?.masterRefused(reason)
+            case .publishLocally(let w, let channel, let payload):
+                var out = ByteBuffer()
+                out.writeRESPInteger(state.hub.publish(channel: channel, payload: payload))
+                fill(w, out)
             }
         }
     }
@@ -204,6 +208,12 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                                           channel: reply[2].bytes, payload: reply[3].bytes)
                 return
             }
+            if kind.equals("smessage"), reply.count == 3 {
+                // The only sharded subscription is the fleet channel (README, "PUBLISH's count in
+                // fleet mode").
+                run(machine.fleetMessage(ByteBuffer(bytes: reply[2].bytes), now: Self.now()))
+                return
+            }
         }
         run(machine.received(id, UpstreamReply(reply, onSubscriber: role == .subscriber), now: Self.now()))
     }
@@ -258,7 +268,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     }
 
     func publish(channel: ByteBuffer, payload: ByteBuffer, from client: ClientConnection) {
-        run(machine.publish(channel: channel, payload: payload, waiter: (client, client.reserveReplySlot()), now: Self.now()))
+        run(machine.publish(channel: channel, payload: payload, from: client, waiter: (client, client.reserveReplySlot()),
+                            now: Self.now()))
     }
 
     func answer(_ query: PubSubQuery, for client: ClientConnection) -> Bool {

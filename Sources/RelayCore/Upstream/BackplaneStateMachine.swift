@@ -99,6 +99,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case stateChanged
         /// Sentinel: the node is not (or no longer) a master; the sentinels are to be asked again.
         case notMaster(String)
+        /// A PUBLISH that waited for a subscription when the link dropped: delivered to the local
+        /// subscribers (degraded mode), the waiter answered with their number.
+        case publishLocally(Waiter, channel: ByteBuffer, payload: ByteBuffer)
     }
 
     /// What the next non-push reply on a connection answers.
@@ -110,7 +113,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         /// Sentinel: the handshake's `ROLE`, which must say `master`.
         case role
         case ping
-        case publish(Waiter)
+        /// `localExtra`: this relay's receivers Redis does not count (`FleetReceivers`), taken
+        /// when it was sent; the other relays' are added when Redis answers (`channel`).
+        case publish(Waiter, localExtra: Int, channel: ByteBuffer?)
         case query(Waiter, PubSubQuery)
         /// One of the EVALs of a fleet-wide NUMSUB (an index into `numsubs`).
         case numsubPart(Int)
@@ -118,6 +123,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case bookkeeping
         /// The last write of a fleet-count batch: releases the clients whose confirmation waited.
         case fleetAck([Waiter])
+        /// A message on the fleet channel (`FleetReceivers`), releasing `waiters` if it is the
+        /// last write of a batch; an error means Redis has no sharded pub/sub.
+        case fleetMessage([Waiter])
+        /// The subscriber's SSUBSCRIBE of the fleet channel.
+        case fleetSubscription
         case callback(Callback)
         /// A (P)(UN)SUBSCRIBE of `total` names, `remaining` not yet confirmed. Redis answers with
         /// one push per name, or with one error for the whole command.
@@ -186,6 +196,16 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     private var lastStall: (start: UInt64, end: UInt64)?
     /// Names whose refusal by Redis was logged (once each; bounded).
     private var loggedRefusals: Set<ByteBuffer> = []
+    /// The other relays' receivers, for PUBLISH's count (README, "PUBLISH's count in fleet mode").
+    private var receivers: FleetReceivers
+    private var fleetChannel: FleetChannelState = .off
+    /// The subscriber is subscribed to the fleet channel and the publisher has not said `hello` yet.
+    private var helloPending = false
+    private var lastAlive: UInt64 = 0
+    /// PUBLISHes waiting for a subscription in flight (`UpstreamSubscriptionLedger.affects`), in
+    /// the order the clients sent them, and how many of each client's wait.
+    private var heldPublishes: Deque<HeldPublish> = []
+    private var heldPerClient: [ObjectIdentifier: Int] = [:]
     private var stopped = false
     private var hasBeenUp = false
     /// Sentinel: whether `masterChanged` has named a master yet.
@@ -209,6 +229,14 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public private(set) var refusedSubscriptions = 0
     /// Connections dropped because Redis sent more than the relay's caps allow.
     public private(set) var replyLimitDisconnects = 0
+    /// PUBLISHes that waited for an (un)subscription in flight before going upstream.
+    public private(set) var heldPublishCount = 0
+    /// Messages on the fleet channel that were not understood (another version, or garbage).
+    public private(set) var malformedFleetMessages = 0
+    /// Whether PUBLISH's count includes the other relays' receivers (Redis has sharded pub/sub).
+    public var countsFleetReceivers: Bool { fleetChannel == .subscribed }
+    /// Other relays whose extra receivers this relay knows of.
+    public var knownFleetRelays: Int { receivers.knownRelays }
 
     public static var tickNanoseconds: UInt64 { 100_000_000 }
     /// How long after a freeze of the loop the bytes read may be ones that waited in the kernel.
@@ -222,6 +250,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         self.pub = Connection(role: .publisher, backoff: backoff)
         self.fleet = FleetCounts(namespace: settings.namespace, relayID: settings.relayID,
                                  ttlMilliseconds: settings.fleetTTLMilliseconds)
+        self.receivers = FleetReceivers(namespace: settings.namespace, relayID: settings.relayID)
         self.degradedSince = now
         self.lastTick = now
     }
@@ -239,6 +268,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public var isReachable: Bool { sub.phase == .syncing || sub.phase == .ready || pub.phase == .ready }
 
     public var pendingConfirmations: Int { ledger.count }
+
+    /// Replies the publisher connection waits for.
+    var pendingPublisherReplies: Int { pub.expected.count }
 
     /// Whether `id` is the current attempt of its role.
     public func isCurrent(_ id: ConnectionID) -> Bool { connection(id.role).generation == id.generation }
@@ -264,6 +296,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         var actions: [Action] = []
         if pub.phase == .ready {
             for command in fleet.removal() { actions.append(.send(pub.id, command)) }
+            if fleetChannel != .unavailable, receivers.hasAnnounced {
+                actions.append(.send(pub.id, [BackplaneCommandWords.spublish, receivers.channel, receivers.message("bye")]))
+            }
         }
         for role in Role.allCases {
             with(role) { c in
@@ -393,6 +428,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             waitIDs = ledger.reset()
             resyncRemaining = 0
             pendingRun = nil
+            if fleetChannel == .subscribed || fleetChannel == .subscribing { fleetChannel = .off }
+            helloPending = false
+            receivers.forgetAll()
         }
         lastError = reason
         updateMode(now, &actions)
@@ -403,11 +441,12 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         // Answer what waited only now: a client resuming here already sees the relay degraded.
         for entry in expected { resolveLocally(entry, &actions) }
         for waitID in waitIDs { resolve(waitID, refusal: nil, &actions) }
+        releaseHeldPublishes(now, &actions)
     }
 
     private mutating func resolveLocally(_ entry: Expected, _ actions: inout [Action]) {
         switch entry {
-        case .publish(let w):
+        case .publish(let w, _, _):
             unconfirmedPublishes += 1
             var reply = ByteBuffer()
             reply.writeRESPInteger(0)
@@ -416,11 +455,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             actions.append(.fillWithLocalAnswer(w, query))
         case .numsubPart(let id):
             numsubPartDone(id, nil, &actions)
-        case .fleetAck(let waiters):
+        case .fleetAck(let waiters), .fleetMessage(let waiters):
             for w in waiters { actions.append(.fill(w, nil)) }
         case .callback(let callback):
             actions.append(.complete(callback, nil))
-        case .handshake, .handshakeDone, .role, .ping, .bookkeeping, .subscriptions:
+        case .handshake, .handshakeDone, .role, .ping, .bookkeeping, .subscriptions, .fleetSubscription:
             break
         }
     }
@@ -480,6 +519,13 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         if sub.phase == .ready || sub.phase == .syncing, now - sub.lastPingSent >= settings.pingIntervalNanoseconds {
             sub.lastPingSent = now
             send(.subscriber, [Self.arg("PING")], .ping, now, &actions)
+        }
+        if fleetChannel == .subscribed {
+            receivers.expire(now: now, ttlNanoseconds: UInt64(settings.fleetTTLMilliseconds) * 1_000_000)
+        }
+        if pub.phase == .ready, fleetChannel != .unavailable, receivers.hasAnnounced, now - lastAlive >= 1_000_000_000 {
+            lastAlive = now
+            sendFleetMessages([receivers.message("alive")], waiters: [], now, &actions)
         }
         if pub.phase == .ready, now - lastFleetRefresh >= 1_000_000_000 {
             // Unrefreshed for most of its lifetime (the relay was stalled or stopped): the hash
@@ -544,8 +590,17 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             } else if case .handshakeDone = expected {
                 handshakeDone(id.role, now, &actions)
             }
-        case .publish(let w):
-            actions.append(.fillWithReply(w, reply))
+        case .publish(let w, let localExtra, let channel):
+            if case .integer(let n) = reply {
+                // The other relays' receivers as known now, when Redis has run the PUBLISH: a
+                // change a relay told before it (and before its client's confirmation) is in.
+                let remote = channel.map { fleetChannel == .subscribed ? receivers.remoteExtra(for: $0) : 0 } ?? 0
+                var out = ByteBuffer()
+                out.writeRESPInteger(n + localExtra + remote)
+                actions.append(.fill(w, out))
+            } else {
+                actions.append(.fillWithReply(w, reply))
+            }
         case .query(let w, let query):
             if reply.isError {
                 actions.append(.log(.warning, "redis: fleet-wide PUBSUB query failed; answering from this relay's own subscribers",
@@ -565,6 +620,18 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case .fleetAck(let waiters):
             logBookkeepingError(id.role, reply, &actions)
             for w in waiters { actions.append(.fill(w, nil)) }
+        case .fleetMessage(let waiters):
+            if reply.isError { fleetChannelUnavailable(reply, &actions) }
+            for w in waiters { actions.append(.fill(w, nil)) }
+        case .fleetSubscription:
+            if reply.isError {
+                fleetChannelUnavailable(reply, &actions)
+            } else if fleetChannel == .subscribing {
+                fleetChannel = .subscribed
+                receivers.forgetAll()
+                helloPending = true
+                sayHello(now, &actions)
+            }
         case .callback(let callback):
             actions.append(.complete(callback, reply))
         case .subscriptions(let total, let remaining):
@@ -591,6 +658,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case .publisher:
             rewriteFleetCounts(now, &actions)
             pub.phase = .ready
+            sendFleetState(now, &actions)
+            sayHello(now, &actions)
             updateMode(now, &actions)
         }
     }
@@ -599,6 +668,10 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     private mutating func resubscribe(_ now: UInt64, _ actions: inout [Action]) {
         sub.phase = .syncing
         flushRun(now, &actions)
+        if fleetChannel == .off {
+            fleetChannel = .subscribing
+            send(.subscriber, [BackplaneCommandWords.ssubscribe, receivers.channel], .fleetSubscription, now, &actions)
+        }
         let channels = Array(registry.activeChannels)
         let patterns = Array(registry.patterns.keys)
         resyncRemaining = channels.count + patterns.count
@@ -635,6 +708,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             let waitIDs = try ledger.confirmed(kind, name, subscribe: subscribe)
             resyncProgressed(now, &actions)
             for waitID in waitIDs { resolve(waitID, refusal: nil, &actions) }
+            if !heldPublishes.isEmpty { releaseHeldPublishes(now, &actions) }
         } catch {
             linkFailed(.subscriber, "subscriber connection out of step: \(error)", now, &actions)
         }
@@ -684,6 +758,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             resyncProgressed(now, &actions)
             for waitID in entry.waiters { resolve(waitID, refusal: errorLine, &actions) }
         }
+        if !heldPublishes.isEmpty { releaseHeldPublishes(now, &actions) }
     }
 
     private func holdsLocally(_ kind: SubscriptionKind, _ name: ByteBuffer) -> Bool {
@@ -753,7 +828,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public mutating func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: Client,
                                            now: UInt64, waiter: () -> Waiter) -> [Action] {
         var actions: [Action] = []
-        if kind == .channel { fleetChanged(name, client: isForwarding ? client : nil, waiter) }
+        fleetChanged(kind, name, client: isForwarding ? client : nil, waiter)
         if first, sub.phase == .syncing || sub.phase == .ready {
             queueSubscription(kind, name.compacted(), subscribe: true, now, &actions)
         }
@@ -762,7 +837,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     public mutating func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool, now: UInt64) -> [Action] {
         var actions: [Action] = []
-        if kind == .channel { fleetChanged(name, client: nil) { fatalError("no waiter without a client") } }
+        fleetChanged(kind, name, client: nil) { fatalError("no waiter without a client") }
         if last, sub.phase == .syncing || sub.phase == .ready {
             queueSubscription(kind, name.compacted(), subscribe: false, now, &actions)
         }
@@ -784,10 +859,66 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         for name in pending { _ = ledger.wait(for: kind, name, id) }
     }
 
-    public mutating func publish(channel: ByteBuffer, payload: ByteBuffer, waiter: Waiter, now: UInt64) -> [Action] {
+    /// A local PUBLISH. One that an (un)subscription in flight could affect waits until Redis
+    /// has confirmed it, and so do the same client's later ones (its messages stay in order).
+    public mutating func publish(channel: ByteBuffer, payload: ByteBuffer, from client: Client, waiter: Waiter,
+                                 now: UInt64) -> [Action] {
+        let key = ObjectIdentifier(client)
+        if (!heldPublishes.isEmpty && heldPerClient[key] != nil) || ledger.affects(channel: channel) {
+            heldPublishCount += 1
+            heldPublishes.append(HeldPublish(client: key, channel: channel, payload: payload, waiter: waiter))
+            heldPerClient[key, default: 0] += 1
+            return []
+        }
         var actions: [Action] = []
-        send(.publisher, [Self.publishCommand, channel, payload], .publish(waiter), now, &actions)
+        sendPublish(channel, payload, waiter, now, &actions)
         return actions
+    }
+
+    private mutating func sendPublish(_ channel: ByteBuffer, _ payload: ByteBuffer, _ waiter: Waiter, _ now: UInt64,
+                                      _ actions: inout [Action]) {
+        let expected = Expected.publish(waiter, localExtra: localExtra(for: channel),
+                                        channel: fleetChannel == .subscribed ? channel : nil)
+        send(.publisher, [Self.publishCommand, channel, payload], expected, now, &actions)
+    }
+
+    /// This relay's receivers of a PUBLISH to `channel` that Redis does not count: all but one
+    /// client of the channel, and of each matching pattern (Redis counts the relay once per name).
+    private func localExtra(for channel: ByteBuffer) -> Int {
+        var n = max(0, registry.numberOfSubscribers(channel: channel) - 1)
+        if registry.patternCount > 0 {
+            channel.withUnsafeReadableBytes { ch in
+                for entry in registry.patterns.values where entry.subscribers.count > 1 {
+                    if entry.nameBytes.withUnsafeBytes({ GlobMatcher.matches(pattern: $0, string: ch) }) {
+                        n += entry.subscribers.count - 1
+                    }
+                }
+            }
+        }
+        return n
+    }
+
+    /// Sends the held PUBLISHes that nothing in flight affects any more, in order, each after
+    /// the same client's earlier ones; all of them, delivered locally, if the relay is degraded.
+    private mutating func releaseHeldPublishes(_ now: UInt64, _ actions: inout [Action]) {
+        guard !heldPublishes.isEmpty else { return }
+        var blocked: Set<ObjectIdentifier> = []
+        var kept: Deque<HeldPublish> = []
+        while let held = heldPublishes.popFirst() {
+            if isForwarding && (blocked.contains(held.client) || ledger.affects(channel: held.channel)) {
+                blocked.insert(held.client)
+                kept.append(held)
+                continue
+            }
+            let left = heldPerClient[held.client, default: 1] - 1
+            heldPerClient[held.client] = left > 0 ? left : nil
+            if isForwarding {
+                sendPublish(held.channel, held.payload, held.waiter, now, &actions)
+            } else {
+                actions.append(.publishLocally(held.waiter, channel: held.channel, payload: held.payload))
+            }
+        }
+        heldPublishes = kept
     }
 
     /// A PUBSUB question for the whole fleet; nil while degraded (answer locally, reserving nothing).
@@ -875,8 +1006,10 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     /// A channel's local count changed: written to the fleet hash at the end of the tick. While
     /// forwarding, the subscribing client's confirmation also waits for that write, so that a
     /// NUMSUB asked after the confirmation (anywhere in the fleet) counts it.
-    private mutating func fleetChanged(_ channel: ByteBuffer, client: Client?, _ waiter: () -> Waiter) {
-        fleet.changed(channel.compacted())
+    private mutating func fleetChanged(_ kind: SubscriptionKind, _ name: ByteBuffer, client: Client?, _ waiter: () -> Waiter) {
+        let name = name.compacted()
+        if kind == .channel { fleet.changed(name) }
+        if fleetChannel != .unavailable { receivers.changed(kind, name) }
         guard pub.phase == .ready else { return }
         if let client, fleetWaiters.last?.client !== client {
             fleetWaiters.append((client, waiter()))
@@ -886,14 +1019,79 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     private mutating func flushFleet(_ now: UInt64, _ actions: inout [Action]) {
         let waiters = fleetWaiters.map(\.waiter)
         fleetWaiters = []
-        guard pub.phase == .ready, fleet.hasChanges else {
+        let deltas = pub.phase == .ready && fleetChannel != .unavailable ? receivers.takeDelta(count: localCount) : []
+        guard pub.phase == .ready, fleet.hasChanges || !deltas.isEmpty else {
             for w in waiters { actions.append(.fill(w, nil)) }
             return
         }
-        let commands = fleet.takeUpdate { registry.numberOfSubscribers(channel: $0) }
+        let commands = fleet.hasChanges ? fleet.takeUpdate { registry.numberOfSubscribers(channel: $0) } : []
         for (i, command) in commands.enumerated() {
-            send(.publisher, command, i == commands.count - 1 ? .fleetAck(waiters) : .bookkeeping, now, &actions)
+            send(.publisher, command, i == commands.count - 1 && deltas.isEmpty ? .fleetAck(waiters) : .bookkeeping, now, &actions)
         }
+        sendFleetMessages(deltas, waiters: waiters, now, &actions)
+    }
+
+    private func localCount(_ key: FleetReceivers.Key) -> Int {
+        key.kind == .channel ? registry.numberOfSubscribers(channel: key.name) : registry.patterns[key.name]?.subscribers.count ?? 0
+    }
+
+    /// SPUBLISHes on the fleet channel; the last one releases `waiters`.
+    private mutating func sendFleetMessages(_ payloads: [ByteBuffer], waiters: [Waiter], _ now: UInt64, _ actions: inout [Action]) {
+        for (i, payload) in payloads.enumerated() {
+            send(.publisher, [BackplaneCommandWords.spublish, receivers.channel, payload],
+                 .fleetMessage(i == payloads.count - 1 ? waiters : []), now, &actions)
+        }
+    }
+
+    /// This relay's whole state to the fleet: when its publisher (re)connects (what it said
+    /// meanwhile was lost), or another relay joined.
+    private mutating func sendFleetState(_ now: UInt64, _ actions: inout [Action]) {
+        guard pub.phase == .ready, fleetChannel != .unavailable else { return }
+        var counts: [(FleetReceivers.Key, Int)] = []
+        for channel in registry.activeChannels {
+            let n = registry.numberOfSubscribers(channel: channel)
+            if n > 1 { counts.append((FleetReceivers.Key(kind: .channel, name: channel), n)) }
+        }
+        for (pattern, entry) in registry.patterns {
+            counts.append((FleetReceivers.Key(kind: .pattern, name: pattern), entry.subscribers.count))
+        }
+        let state = receivers.takeState(counts)
+        lastAlive = now
+        sendFleetMessages(state, waiters: [], now, &actions)
+    }
+
+    /// Once subscribed to the fleet channel (and the publisher up): asks the other relays for
+    /// their states.
+    private mutating func sayHello(_ now: UInt64, _ actions: inout [Action]) {
+        guard helloPending, pub.phase == .ready else { return }
+        helloPending = false
+        sendFleetMessages([receivers.message("hello")], waiters: [], now, &actions)
+    }
+
+    /// A message Redis delivered on the fleet channel.
+    public mutating func fleetMessage(_ payload: ByteBuffer, now: UInt64) -> [Action] {
+        guard fleetChannel == .subscribed else { return [] }
+        var actions: [Action] = []
+        do {
+            if try receivers.received(payload, now: now) == .sendState { sendFleetState(now, &actions) }
+        } catch {
+            malformedFleetMessages += 1
+            if malformedFleetMessages == 1 {
+                actions.append(.log(.warning, "redis: a message on the fleet channel was not understood (a relay of another version?); ignored",
+                                    [("channel", String(buffer: receivers.channel))]))
+            }
+        }
+        return actions
+    }
+
+    /// Redis has no sharded pub/sub (before 7.0): PUBLISH counts this relay's receivers exactly and
+    /// each other relay as one.
+    private mutating func fleetChannelUnavailable(_ reply: UpstreamReply, _ actions: inout [Action]) {
+        guard fleetChannel != .unavailable else { return }
+        fleetChannel = .unavailable
+        receivers.forgetAll()
+        actions.append(.log(.warning, "redis: no sharded pub/sub (SSUBSCRIBE/SPUBLISH, Redis 7); PUBLISH counts each other relay as one receiver",
+                            [("error", reply.text)]))
     }
 
     /// This relay's whole fleet-count hash, from the registry (after a reconnect or a stall).
@@ -907,6 +1105,13 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     private static var publishCommand: ByteBuffer { BackplaneCommandWords.publish }
 
+    struct HeldPublish {
+        let client: ObjectIdentifier
+        let channel: ByteBuffer
+        let payload: ByteBuffer
+        let waiter: Waiter
+    }
+
     static func arg(_ s: String) -> ByteBuffer {
         ByteBuffer(string: s)
     }
@@ -917,6 +1122,15 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 /// Words of the hot path's commands, made once (a generic type cannot hold stored statics).
 enum BackplaneCommandWords {
     static let publish = ByteBuffer(string: "PUBLISH")
+    static let spublish = ByteBuffer(string: "SPUBLISH")
+    static let ssubscribe = ByteBuffer(string: "SSUBSCRIBE")
+}
+
+/// The subscriber's subscription to the fleet channel (`FleetReceivers`).
+enum FleetChannelState: Equatable {
+    case off, subscribing, subscribed
+    /// Redis refused SSUBSCRIBE or SPUBLISH: no sharded pub/sub there.
+    case unavailable
 }
 
 /// Seconds with three decimals, as the logs and INFO show them (`gap_seconds=4.084`).

@@ -36,6 +36,10 @@ public struct UpstreamSubscriptionLedger<Waiter> {
     private var headSequence: UInt64 = 0
     /// The latest in-flight SUBSCRIBE/PSUBSCRIBE per name, by sequence number.
     private var latestSubscribe: [Key: UInt64] = [:]
+    /// How many (un)subscriptions of each name are in flight, and the patterns among them (as
+    /// bytes for the glob matcher): what a PUBLISH must wait for (`affects`).
+    private var inFlightNames: [Key: Int] = [:]
+    private var inFlightPatterns: [ByteBuffer: [UInt8]] = [:]
 
     public init() {}
 
@@ -47,6 +51,8 @@ public struct UpstreamSubscriptionLedger<Waiter> {
         let key = Key(kind: kind, name: name)
         let sequence = headSequence + UInt64(inFlight.count)
         inFlight.append(Pending(key: key, subscribe: subscribe))
+        inFlightNames[key, default: 0] += 1
+        if kind == .pattern, inFlightPatterns[name] == nil { inFlightPatterns[name] = Array(name.readableBytesView) }
         if subscribe {
             latestSubscribe[key] = sequence
         } else {
@@ -67,6 +73,24 @@ public struct UpstreamSubscriptionLedger<Waiter> {
         latestSubscribe[Key(kind: kind, name: name)] != nil
     }
 
+    /// Whether an (un)subscription in flight could change who receives a PUBLISH to `channel`:
+    /// one of the channel itself, or of a pattern matching it. Such a PUBLISH waits, so that
+    /// Redis runs it after the subscription, as one Redis runs commands in the order sent.
+    public func affects(channel: ByteBuffer) -> Bool {
+        guard !inFlight.isEmpty else { return false }
+        if inFlightNames[Key(kind: .channel, name: channel)] != nil { return true }
+        guard !inFlightPatterns.isEmpty else { return false }
+        return channel.withUnsafeReadableBytes { ch in
+            inFlightPatterns.values.contains { p in p.withUnsafeBytes { GlobMatcher.matches(pattern: $0, string: ch) } }
+        }
+    }
+
+    private mutating func left(_ key: Key) {
+        let n = inFlightNames[key, default: 1] - 1
+        inFlightNames[key] = n > 0 ? n : nil
+        if n <= 0, key.kind == .pattern { inFlightPatterns[key.name] = nil }
+    }
+
     /// Redis confirmed the oldest in-flight name; returns the clients that waited for it.
     public mutating func confirmed(_ kind: SubscriptionKind, _ name: ByteBuffer, subscribe: Bool) throws(Mismatch) -> [Waiter] {
         guard let first = inFlight.first else {
@@ -76,6 +100,7 @@ public struct UpstreamSubscriptionLedger<Waiter> {
             throw Mismatch(description: "expected \(Self.verb(first.key.kind, first.subscribe)) '\(String(buffer: first.key.name))', got \(Self.verb(kind, subscribe)) '\(String(buffer: name))'")
         }
         inFlight.removeFirst()
+        left(first.key)
         if first.subscribe, latestSubscribe[first.key] == headSequence {
             latestSubscribe[first.key] = nil
         }
@@ -102,6 +127,7 @@ public struct UpstreamSubscriptionLedger<Waiter> {
         refused.reserveCapacity(count)
         for _ in 0..<count {
             let first = inFlight.removeFirst()
+            left(first.key)
             if first.subscribe, latestSubscribe[first.key] == headSequence {
                 latestSubscribe[first.key] = nil
             }
@@ -118,6 +144,8 @@ public struct UpstreamSubscriptionLedger<Waiter> {
         headSequence += UInt64(inFlight.count)
         inFlight.removeAll()
         latestSubscribe.removeAll()
+        inFlightNames.removeAll()
+        inFlightPatterns.removeAll()
         return waiters
     }
 

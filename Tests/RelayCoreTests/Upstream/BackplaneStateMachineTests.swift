@@ -37,7 +37,15 @@ private final class Harness {
             case .connectAfter(let id, let delay): last.append("connect \(id.role.rawValue) after \(delay) ms")
             case .close(let id): last.append("close \(id.role.rawValue)")
             case .send(let id, let args):
-                last.append("\(id.role.rawValue): " + args.map { String(buffer: $0) }.joined(separator: " "))
+                var shown = args.map { String(buffer: $0) }
+                if shown.first == "SPUBLISH", args.count == 3 {
+                    // A fleet message, shown decoded: `SPUBLISH ns:fleet state r1 c x 2`.
+                    var payload = args[2]
+                    var parser = RequestParser()
+                    let parts = (try? parser.next(from: &payload)) ?? nil
+                    shown = Array(shown.prefix(2)) + (parts ?? []).dropFirst().map { String(buffer: $0) }
+                }
+                last.append("\(id.role.rawValue): " + shown.joined(separator: " "))
             case .fill(let w, let bytes): last.append("fill \(w) " + (bytes.map { String(buffer: $0) } ?? "nil"))
             case .fillWithReply(let w, let reply): last.append("reply \(w) \(reply.text)")
             case .fillWithLocalAnswer(let w, _): last.append("local \(w)")
@@ -48,6 +56,8 @@ private final class Harness {
                 log.append("\(level) \(message) " + metadata.map { "\($0.0)=\($0.1)" }.joined(separator: " "))
             case .stateChanged: break
             case .notMaster(let reason): last.append("not master: \(reason)")
+            case .publishLocally(let w, let channel, let payload):
+                last.append("local publish \(w) \(String(buffer: channel)) \(String(buffer: payload))")
             }
         }
         all += last
@@ -76,8 +86,32 @@ private final class Harness {
             _ = ok(role)     // CLIENT SETNAME
             _ = pong(role)   // the handshake's PING
         }
-        // The publisher's fleet-count rewrite (MULTI … EXEC) is answered.
+        // The publisher's fleet-count rewrite (MULTI … EXEC) and its state on the fleet channel
+        // are answered; the subscriber's SSUBSCRIBE of the fleet channel is confirmed, which
+        // makes the publisher say hello.
         for _ in 0..<5 { _ = ok(.publisher) }
+        _ = reply(.publisher, .integer(0))
+        _ = fleetSubscribed()
+        _ = reply(.publisher, .integer(0))
+    }
+
+    /// Redis's confirmation of the subscriber's `SSUBSCRIBE ns:fleet`.
+    func fleetSubscribed() -> [String] {
+        reply(.subscriber, .array([.bulk(buffer("ssubscribe")), .bulk(buffer("ns:fleet")), .integer(1)]))
+    }
+
+    let publisher = TestClient(id: 99)
+
+    func publish(_ channel: String, _ payload: String, waiter: String, from client: TestClient? = nil) -> [String] {
+        run(m.publish(channel: buffer(channel), payload: buffer(payload), from: client ?? publisher, waiter: waiter, now: now))
+    }
+
+    /// A message from another relay on the fleet channel.
+    func fleetMessage(_ parts: String...) -> [String] {
+        var b = ByteBuffer()
+        b.writeRESPArrayHeader(parts.count)
+        for p in parts { b.writeRESPBulk(p) }
+        return run(m.fleetMessage(b, now: now))
     }
 
     func subscribe(_ client: TestClient, _ names: String..., kind: SubscriptionKind = .channel) -> (added: [ByteBuffer], waiter: String?) {
@@ -110,12 +144,17 @@ private final class Harness {
             "sub: AUTH pw", "sub: CLIENT SETNAME pubsub-relay:r1:sub", "sub: PING"])
         _ = h.ok(.publisher); _ = h.ok(.publisher); _ = h.ok(.publisher)
         // The publisher's PONG: it rewrites this relay's fleet counts and is ready.
+        // The publisher's PONG: it rewrites this relay's fleet counts, tells the fleet its (empty)
+        // state, and is ready.
         #expect(h.pong(.publisher) == ["pub: MULTI", "pub: DEL ns:numsub:r1", "pub: PEXPIRE ns:numsub:r1 5000",
-                                       "pub: SADD ns:relays r1", "pub: EXEC"])
+                                       "pub: SADD ns:relays r1", "pub: EXEC", "pub: SPUBLISH ns:fleet state r1"])
         #expect(h.m.isPublisherReady && !h.m.isForwarding)
         _ = h.ok(.subscriber); _ = h.ok(.subscriber)
-        _ = h.pong(.subscriber)
-        #expect(h.m.isForwarding && h.m.degradedSince == nil)
+        #expect(h.pong(.subscriber) == ["sub: SSUBSCRIBE ns:fleet"])
+        #expect(h.m.isForwarding && h.m.degradedSince == nil && !h.m.countsFleetReceivers)
+        // Subscribed to the fleet channel: it asks the other relays for their states.
+        #expect(h.fleetSubscribed() == ["pub: SPUBLISH ns:fleet hello r1"])
+        #expect(h.m.countsFleetReceivers)
     }
 
     @Test func wrongPasswordFailsTheAttemptAndBacksOff() {
@@ -139,8 +178,10 @@ private final class Harness {
         h.flush()
         let sent = h.all
         #expect(Array(sent.prefix(2)) == ["sub: SUBSCRIBE x y", "sub: PSUBSCRIBE n*"])
-        #expect(Set(sent.dropFirst(2)) == ["pub: HSET ns:numsub:r1 x 2 y 1", "pub: PEXPIRE ns:numsub:r1 5000", "pub: SADD ns:relays r1"]
-            || Set(sent.dropFirst(2)) == ["pub: HSET ns:numsub:r1 y 1 x 2", "pub: PEXPIRE ns:numsub:r1 5000", "pub: SADD ns:relays r1"])
+        #expect(Set(sent.dropFirst(2).prefix(3)) == ["pub: HSET ns:numsub:r1 x 2 y 1", "pub: PEXPIRE ns:numsub:r1 5000", "pub: SADD ns:relays r1"]
+            || Set(sent.dropFirst(2).prefix(3)) == ["pub: HSET ns:numsub:r1 y 1 x 2", "pub: PEXPIRE ns:numsub:r1 5000", "pub: SADD ns:relays r1"])
+        // The fleet hears of x's second client and of the pattern (y's one client Redis counts).
+        #expect(sent.last == "pub: SPUBLISH ns:fleet delta r1 c x 2 p n* 1" || sent.last == "pub: SPUBLISH ns:fleet delta r1 p n* 1 c x 2")
         // Only the last local holder's leaving goes upstream.
         _ = h.registry.unsubscribe(a, channel: buffer("x"))
         h.run(h.m.subscriptionRemoved(.channel, buffer("x"), last: false, now: h.now))
@@ -157,9 +198,10 @@ private final class Harness {
         let (_, wb) = h.subscribe(b, "x")
         #expect(wa == "w1" && wb == "w2")
         h.flush()
-        _ = h.ok(.publisher); _ = h.ok(.publisher)
-        // The fleet-count write releases the fleet waiters; the confirmations still wait.
-        #expect(h.ok(.publisher) == ["fill fleet1 nil", "fill fleet2 nil"])
+        _ = h.ok(.publisher); _ = h.ok(.publisher); _ = h.ok(.publisher)
+        // The fleet-count write and the fleet message (x has two clients) release the fleet
+        // waiters; the confirmations still wait.
+        #expect(h.reply(.publisher, .integer(0)) == ["fill fleet1 nil", "fill fleet2 nil"])
         #expect(h.confirm("x") == ["fill w2 nil"])
         #expect(h.confirm("y") == ["fill w1 nil"])
         #expect(h.m.pendingConfirmations == 0)
@@ -190,17 +232,17 @@ private final class Harness {
         let h = Harness()
         h.up()
         for i in 1...3 {
-            #expect(h.run(h.m.publish(channel: buffer("c"), payload: buffer("m\(i)"), waiter: "p\(i)", now: h.now)) == ["pub: PUBLISH c m\(i)"])
+            #expect(h.publish("c", "m\(i)", waiter: "p\(i)") == ["pub: PUBLISH c m\(i)"])
         }
-        #expect(h.reply(.publisher, .integer(2)) == ["reply p1 :2"])
+        #expect(h.reply(.publisher, .integer(2)) == ["fill p1 :2\r\n"])
         #expect(h.reply(.publisher, .error(buffer("NOPERM no"))) == ["reply p2 NOPERM no"])
-        #expect(h.reply(.publisher, .integer(0)) == ["reply p3 :0"])
+        #expect(h.reply(.publisher, .integer(0)) == ["fill p3 :0\r\n"])
     }
 
     @Test func aPublishInFlightWhenTheConnectionDropsIsAnsweredZero() {
         let h = Harness()
         h.up()
-        h.run(h.m.publish(channel: buffer("c"), payload: buffer("m"), waiter: "p1", now: h.now))
+        h.publish("c", "m", waiter: "p1")
         #expect(h.run(h.m.failed(h.id(.publisher), reason: "connection closed by Redis", now: h.now)) == [
             "close pub", "connect pub after 50 ms", "fill p1 :0\r\n"])
         #expect(h.m.unconfirmedPublishes == 1 && !h.m.isForwarding)
@@ -223,10 +265,11 @@ private final class Harness {
         h.run(h.m.connected(h.id(.subscriber), now: h.now))
         _ = h.ok(.subscriber)
         let resubscribe = h.pong(.subscriber)
-        #expect(resubscribe.count == 1)
-        let names = resubscribe[0].split(separator: " ").dropFirst(2).map(String.init)
-        #expect(resubscribe[0].hasPrefix("sub: SUBSCRIBE ") && Set(names) == ["x", "y"])
+        #expect(resubscribe.count == 2 && resubscribe[0] == "sub: SSUBSCRIBE ns:fleet")
+        let names = resubscribe[1].split(separator: " ").dropFirst(2).map(String.init)
+        #expect(resubscribe[1].hasPrefix("sub: SUBSCRIBE ") && Set(names) == ["x", "y"])
         #expect(h.m.phase(.subscriber) == .syncing && !h.m.isForwarding)
+        #expect(h.fleetSubscribed() == ["pub: SPUBLISH ns:fleet hello r1"])
         for name in names { _ = h.confirm(name) }
         #expect(h.m.isForwarding && h.m.gaps == 1 && h.m.reconnects == 1)
         #expect(h.log.contains { $0.hasPrefix("notice redis backplane restored") })
@@ -263,7 +306,7 @@ private final class Harness {
     @Test func aStallOfTheRelayItselfIsNotBlamedOnRedis() {
         let h = Harness()
         h.up()
-        h.run(h.m.publish(channel: buffer("c"), payload: buffer("m"), waiter: "p1", now: h.now))
+        h.publish("c", "m", waiter: "p1")
         // The loop was frozen for 10 s (no tick ran): the first tick after restarts the clock.
         h.now += 10 * second
         #expect(!h.tick(heard: h.now - 10 * second).contains("close pub"))
@@ -340,6 +383,149 @@ private final class Harness {
 }
 
 /// Redis Sentinel (README, "Redis Sentinel"): the machine's side of following a master.
+/// PUBLISH in fleet mode: it waits for the subscriptions in flight that affect it, and its count
+/// is the fleet's receivers (README, "PUBLISH's count in fleet mode").
+@Suite struct BackplaneStateMachinePublishTests {
+    @Test func aPublishWaitsForASubscriptionInFlightAndKeepsItsClientsOrder() {
+        let h = Harness()
+        h.up()
+        let a = TestClient(id: 1), other = TestClient(id: 2)
+        _ = h.subscribe(a, "news")
+        // Queued for the end of the tick, then in flight: either way the PUBLISH waits for it.
+        #expect(h.publish("news", "first", waiter: "p1", from: a) == [])
+        #expect(h.flush().first == "sub: SUBSCRIBE news")
+        // The same client's next PUBLISH waits behind it; another client's goes at once.
+        #expect(h.publish("sports", "second", waiter: "p2", from: a) == [])
+        #expect(h.publish("sports", "third", waiter: "p3", from: other) == ["pub: PUBLISH sports third"])
+        #expect(h.m.heldPublishCount == 2)
+        #expect(h.confirm("news") == ["fill w1 nil", "pub: PUBLISH news first", "pub: PUBLISH sports second"])
+    }
+
+    @Test func aPendingPatternHoldsTheChannelsItMatchesOnly() {
+        let h = Harness()
+        h.up()
+        _ = h.subscribe(TestClient(id: 1), "n*", kind: .pattern)
+        h.flush()
+        #expect(h.publish("news", "m", waiter: "p1") == [])
+        #expect(h.publish("zoo", "m", waiter: "p2", from: TestClient(id: 3)) == ["pub: PUBLISH zoo m"])
+        #expect(h.confirm("n*", kind: .pattern).contains("pub: PUBLISH news m"))
+    }
+
+    @Test func anUnsubscribeInFlightHoldsThePublishSoItCountsNoOne() {
+        let h = Harness()
+        h.up()
+        let a = TestClient(id: 1)
+        _ = h.subscribe(a, "x")
+        h.flush()
+        _ = h.confirm("x")
+        // UNSUBSCRIBE x then PUBLISH x, pipelined: Redis must see them in that order.
+        _ = h.registry.unsubscribe(a, channel: buffer("x"))
+        h.run(h.m.subscriptionRemoved(.channel, buffer("x"), last: true, now: h.now))
+        #expect(h.publish("x", "m", waiter: "p1", from: a) == [])
+        #expect(h.flush().first == "sub: UNSUBSCRIBE x")
+        #expect(h.confirm("x", subscribe: false) == ["pub: PUBLISH x m"])
+        // Skip the fleet-count write's replies queued before the PUBLISH.
+        while true {
+            let got = h.reply(.publisher, .integer(0))
+            if got != [] && got != ["fill fleet1 nil"] {
+                #expect(got == ["fill p1 :0\r\n"])
+                break
+            }
+        }
+    }
+
+    @Test func heldPublishesAreDeliveredLocallyWhenTheLinkDrops() {
+        let h = Harness()
+        h.up()
+        _ = h.subscribe(TestClient(id: 1), "x")
+        h.flush()
+        #expect(h.publish("x", "m", waiter: "p1") == [])
+        let dropped = h.run(h.m.failed(h.id(.subscriber), reason: "connection closed by Redis", now: h.now))
+        #expect(dropped.last == "local publish p1 x m")
+    }
+
+    @Test func theCountAddsTheClientsRedisDoesNotSee() {
+        let h = Harness()
+        h.up()
+        let clients = (1...3).map { TestClient(id: $0) }
+        for c in clients.prefix(2) { _ = h.subscribe(c, "x") }
+        for c in clients { _ = h.subscribe(c, "x*", kind: .pattern) }
+        h.flush()
+        _ = h.confirm("x")
+        _ = h.confirm("x*", kind: .pattern)
+        #expect(h.publish("x", "m", waiter: "p2") == ["pub: PUBLISH x m"])
+        // The fleet-count write and fleet message went before the PUBLISH: answered first.
+        while h.m.pendingPublisherReplies > 1 { _ = h.reply(.publisher, .integer(0)) }
+        // Redis counts the relay once for x and once for x*: 2; the relay has 2 + 3 receivers.
+        #expect(h.reply(.publisher, .integer(2)) == ["fill p2 :5\r\n"])
+        // A direct subscriber of Redis's own makes it 3 there, 6 here.
+        #expect(h.publish("x", "m", waiter: "p3") == ["pub: PUBLISH x m"])
+        #expect(h.reply(.publisher, .integer(3)) == ["fill p3 :6\r\n"])
+    }
+
+    @Test func theOtherRelaysReceiversAreAddedFromWhatTheyTold() {
+        let h = Harness()
+        h.up()
+        #expect(h.fleetMessage("fleet/1", "state", "r2", "c", "x", "3", "p", "x*", "2", "p", "y*", "4") == [])
+        #expect(h.m.knownFleetRelays == 1)
+        func count(_ redis: Int) -> String {
+            h.publish("x", "m", waiter: "p")
+            return h.reply(.publisher, .integer(redis)).first ?? ""
+        }
+        // r2's three clients of x and two of x* are counted by Redis as 2.
+        #expect(count(2) == "fill p :5\r\n")
+        #expect(h.fleetMessage("fleet/1", "delta", "r2", "c", "x", "1") == [])
+        #expect(count(2) == "fill p :3\r\n")
+        // This relay's own messages are ignored; a malformed one is counted.
+        #expect(h.fleetMessage("fleet/1", "delta", "r1", "c", "x", "9") == [])
+        #expect(h.fleetMessage("fleet/1", "delta", "r2", "c", "x") == [])
+        #expect(h.m.malformedFleetMessages == 1)
+        #expect(count(2) == "fill p :3\r\n")
+        // A relay that goes quiet is forgotten after the fleet TTL; `bye` forgets at once.
+        h.now += 6 * second
+        for line in h.tick() where line.hasPrefix("pub: ") { _ = h.ok(.publisher) }   // the fleet-count refresh
+        #expect(h.m.knownFleetRelays == 0 && count(2) == "fill p :2\r\n")
+        #expect(h.fleetMessage("fleet/1", "state", "r3", "p", "x*", "5") == [])
+        #expect(count(1) == "fill p :5\r\n")
+        #expect(h.fleetMessage("fleet/1", "bye", "r3") == [])
+        #expect(count(1) == "fill p :1\r\n")
+    }
+
+    @Test func aHelloIsAnsweredWithThisRelaysStateAndAliveKeepsItKnown() {
+        let h = Harness()
+        h.up()
+        let a = TestClient(id: 1), b = TestClient(id: 2)
+        _ = h.subscribe(a, "x")
+        _ = h.subscribe(b, "x")
+        h.flush()
+        #expect(h.fleetMessage("fleet/1", "hello", "r2") == ["pub: SPUBLISH ns:fleet state r1 c x 2"])
+        h.now += 1 * second
+        #expect(h.tick().contains("pub: SPUBLISH ns:fleet alive r1"))
+        // On a clean stop the fleet forgets this relay at once.
+        #expect(h.run(h.m.stop()).contains("pub: SPUBLISH ns:fleet bye r1"))
+    }
+
+    @Test func withoutShardedPubSubTheCountIsThisRelaysOnly() {
+        let h = Harness()
+        h.run(h.m.start(now: h.now))
+        for role in Machine.Role.allCases {
+            h.run(h.m.connected(h.id(role), now: h.now))
+            _ = h.ok(role)
+            _ = h.pong(role)
+        }
+        for _ in 0..<5 { _ = h.ok(.publisher) }
+        // Redis 6: no SPUBLISH, no SSUBSCRIBE.
+        _ = h.reply(.publisher, .error(buffer("ERR unknown command 'SPUBLISH', with args beginning with: ")))
+        _ = h.reply(.subscriber, .error(buffer("ERR unknown command 'SSUBSCRIBE', with args beginning with: ")))
+        #expect(h.m.isForwarding && !h.m.countsFleetReceivers)
+        #expect(h.log.filter { $0.hasPrefix("warning redis: no sharded pub/sub") }.count == 1)
+        let a = TestClient(id: 1), b = TestClient(id: 2)
+        _ = h.subscribe(a, "x")
+        _ = h.subscribe(b, "x")
+        #expect(!h.flush().contains { $0.contains("SPUBLISH") })
+    }
+}
+
 @Suite struct BackplaneStateMachineSentinelTests {
     private static let master: UpstreamReply = .array([.bulk(buffer("master")), .integer(0), .array([])])
 
@@ -354,6 +540,9 @@ private final class Harness {
             _ = h.pong(role)
         }
         for _ in 0..<5 { _ = h.ok(.publisher) }
+        _ = h.reply(.publisher, .integer(0))   // state
+        _ = h.fleetSubscribed()
+        _ = h.reply(.publisher, .integer(0))   // hello
     }
 
     @Test func nothingConnectsBeforeTheSentinelsNameAMaster() {
@@ -398,13 +587,13 @@ private final class Harness {
         h.run(h.m.connected(h.id(.subscriber), now: h.now))
         _ = h.ok(.subscriber)
         _ = h.reply(.subscriber, Self.master)
-        #expect(h.pong(.subscriber) == ["sub: SUBSCRIBE x"], "every subscription re-established on the new master")
+        #expect(h.pong(.subscriber) == ["sub: SSUBSCRIBE ns:fleet", "sub: SUBSCRIBE x"], "every subscription re-established on the new master")
     }
 
     @Test func readOnlyOnThePublisherLeavesTheNodeAndAnswersLocally() {
         let h = Harness(followsMaster: true)
         upOnMaster(h)
-        h.run(h.m.publish(channel: buffer("c"), payload: buffer("p"), waiter: "w1", now: h.now))
+        h.publish("c", "p", waiter: "w1")
         let refused = h.reply(.publisher, .error(buffer("READONLY You can't write against a read only replica.")))
         #expect(refused == ["close pub", "connect pub after 50 ms", "fill w1 :0\r\n", "not master: -READONLY"])
         #expect(h.m.lastError == "the node answered -READONLY: it is a replica now")
@@ -412,7 +601,7 @@ private final class Harness {
         // Without Sentinel a READONLY is Redis's answer like any other.
         let plain = Harness()
         plain.up()
-        plain.run(plain.m.publish(channel: buffer("c"), payload: buffer("p"), waiter: "w1", now: plain.now))
+        plain.publish("c", "p", waiter: "w1")
         #expect(plain.reply(.publisher, .error(buffer("READONLY x"))) == ["reply w1 READONLY x"])
     }
 

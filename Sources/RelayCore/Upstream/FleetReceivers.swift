@@ -1,0 +1,242 @@
+import NIOCore
+
+/// What makes a fleet relay's `PUBLISH` reply count receivers, not relays (README, "PUBLISH's
+/// count in fleet mode").
+///
+/// Redis answers a PUBLISH with the number of its connections that received the message: each
+/// relay holding the channel counts once, and once more per matching pattern it holds, whatever
+/// the number of its apps behind that one subscription. A relay's *extra* for a channel is what
+/// Redis missed: `(n − 1)` for a channel held by `n ≥ 1` local clients, plus `(m − 1)` for each
+/// matching pattern held by `m` clients. The answer an app gets is Redis's count plus the extras
+/// of every relay: its own, exact (from the registry, at the moment the PUBLISH is sent), and the
+/// others', from this view of them.
+///
+/// Relays tell each other their extras on one sharded pub/sub channel, `<namespace>:fleet`
+/// (sharded, so that no app's PSUBSCRIBE ever matches it): a `state` when a relay's publisher
+/// connects or another relay says `hello` (its subscriber connected: it may have missed
+/// messages), a `delta` at the end of each tick in which one changed (sent before the
+/// subscribing client's confirmation), `alive` every second while it has any, and `bye` when it
+/// stops. Only channels with two or more local clients and held patterns are told: a fleet whose
+/// relays hold each channel once sends nothing. A relay not heard of for the fleet TTL is
+/// forgotten (it died without `bye`).
+///
+/// Pure bookkeeping; the state machine sends and receives.
+public struct FleetReceivers {
+    public struct Key: Hashable, Sendable {
+        public var kind: SubscriptionKind
+        public var name: ByteBuffer
+    }
+
+    /// One relay's extras as it told them: channels with their local count (≥ 2), patterns with
+    /// theirs (≥ 1).
+    struct Remote {
+        var counts: [Key: Int] = [:]
+        var lastHeard: UInt64
+    }
+
+    public let relayID: String
+    public let channel: ByteBuffer
+    private var remotes: [String: Remote] = [:]
+    /// Sum over the other relays of `count − 1`, per channel and per pattern (entries > 0 only).
+    private var channelExtras: [ByteBuffer: Int] = [:]
+    private var patternExtras: [ByteBuffer: (bytes: [UInt8], extra: Int)] = [:]
+    /// What this relay last told the fleet, and what changed since.
+    private var announced: [Key: Int] = [:]
+    private var dirty: Set<Key> = []
+
+    public init(namespace: String, relayID: String) {
+        self.relayID = relayID
+        self.channel = ByteBuffer(string: "\(namespace):fleet")
+    }
+
+    // MARK: The other relays
+
+    /// The other relays' extras for a PUBLISH to `channel`.
+    public func remoteExtra(for channel: ByteBuffer) -> Int {
+        var n = channelExtras[channel] ?? 0
+        if !patternExtras.isEmpty {
+            channel.withUnsafeReadableBytes { ch in
+                for (_, p) in patternExtras where p.bytes.withUnsafeBytes({ GlobMatcher.matches(pattern: $0, string: ch) }) {
+                    n += p.extra
+                }
+            }
+        }
+        return n
+    }
+
+    /// How many other relays this relay knows of (those with extras to tell).
+    public var knownRelays: Int { remotes.count }
+
+    /// What a message on the fleet channel asks of this relay.
+    public enum Reaction: Equatable, Sendable {
+        case none
+        /// Another relay (re)joined: tell it this relay's state.
+        case sendState
+    }
+
+    /// A message on the fleet channel (this relay's own are ignored; malformed ones too, and
+    /// counted by the caller).
+    public mutating func received(_ payload: ByteBuffer, now: UInt64) throws(Malformed) -> Reaction {
+        var buffer = payload
+        var parser = RequestParser(limits: .init(maxBulkLength: Int(Int32.max), maxArguments: Int(Int32.max)))
+        guard let parts = try? parser.next(from: &buffer), buffer.readableBytes == 0, parts.count >= 3,
+              parts[0] == Self.version, (parts.count - 3) % 3 == 0 else {
+            throw Malformed()
+        }
+        let sender = String(buffer: parts[2])
+        guard sender != relayID else { return .none }
+        var entries: [(Key, Int)] = []
+        entries.reserveCapacity((parts.count - 3) / 3)
+        var i = 3
+        while i < parts.count {
+            guard let kind = Self.kind(parts[i]), let n = RedisInteger.parse(parts[i + 2]), n >= 0 else { throw Malformed() }
+            entries.append((Key(kind: kind, name: parts[i + 1]), Int(n)))
+            i += 3
+        }
+        switch String(buffer: parts[1]) {
+        case "hello":
+            remotes[sender, default: Remote(lastHeard: now)].lastHeard = now
+            return .sendState
+        case "state":
+            forget(sender)
+            fallthrough
+        case "delta", "alive":
+            remotes[sender, default: Remote(lastHeard: now)].lastHeard = now
+            for (key, n) in entries { set(sender, key, n) }
+            if remotes[sender]?.counts.isEmpty == true { remotes[sender] = nil }
+            return .none
+        case "bye":
+            forget(sender)
+            return .none
+        default:
+            throw Malformed()
+        }
+    }
+
+    public struct Malformed: Error, Sendable {}
+
+    /// Drops the relays not heard of since `now − ttl` (they died without `bye`).
+    public mutating func expire(now: UInt64, ttlNanoseconds: UInt64) {
+        for (id, remote) in remotes where now - min(remote.lastHeard, now) > ttlNanoseconds { forget(id) }
+    }
+
+    /// This relay's subscriber connection (re)connected: what it knew may be stale (messages sent
+    /// while it was away are gone); it asks for the others' states again with `hello`.
+    public mutating func forgetAll() {
+        remotes.removeAll()
+        channelExtras.removeAll()
+        patternExtras.removeAll()
+    }
+
+    private mutating func forget(_ id: String) {
+        guard let remote = remotes.removeValue(forKey: id) else { return }
+        for (key, n) in remote.counts { adjust(key, by: -(n - 1)) }
+    }
+
+    private mutating func set(_ id: String, _ key: Key, _ n: Int) {
+        let kept = key.kind == .channel ? (n >= 2 ? n : 0) : n
+        let old = remotes[id]?.counts[key] ?? 0
+        guard kept != old else { return }
+        remotes[id]?.counts[key] = kept == 0 ? nil : kept
+        adjust(key, by: (kept == 0 ? 0 : kept - 1) - (old == 0 ? 0 : old - 1))
+    }
+
+    private mutating func adjust(_ key: Key, by delta: Int) {
+        guard delta != 0 else { return }
+        switch key.kind {
+        case .channel:
+            let n = (channelExtras[key.name] ?? 0) + delta
+            channelExtras[key.name] = n > 0 ? n : nil
+        case .pattern:
+            let n = (patternExtras[key.name]?.extra ?? 0) + delta
+            patternExtras[key.name] = n > 0 ? (Array(key.name.readableBytesView), n) : nil
+        }
+    }
+
+    // MARK: This relay
+
+    /// A local subscription to `name` changed; told at the end of the tick if its count did.
+    public mutating func changed(_ kind: SubscriptionKind, _ name: ByteBuffer) {
+        dirty.insert(Key(kind: kind, name: name))
+    }
+
+    /// Whether this relay has anything told (it then sends `alive` every second).
+    public var hasAnnounced: Bool { !announced.isEmpty }
+
+    /// Most entries one fleet message carries (a state of many channels goes out in parts).
+    public static let entriesPerMessage = 512
+
+    /// The `delta` messages for the changes since the last call (`count` gives a name's current
+    /// local count); none when no told count changed.
+    public mutating func takeDelta(count: (Key) -> Int) -> [ByteBuffer] {
+        guard !dirty.isEmpty else { return [] }
+        var entries: [(Key, Int)] = []
+        for key in dirty {
+            let n = Self.told(key.kind, count(key))
+            guard n != announced[key] ?? 0 else { continue }
+            announced[key] = n == 0 ? nil : n
+            entries.append((key, n))
+        }
+        dirty.removeAll(keepingCapacity: true)
+        return messages("delta", entries)
+    }
+
+    /// This relay's whole state, from the registry's counts: a `state` message (then `delta`s
+    /// if it is long). Also resets what was told.
+    public mutating func takeState(_ counts: some Sequence<(Key, Int)>) -> [ByteBuffer] {
+        dirty.removeAll(keepingCapacity: true)
+        announced.removeAll(keepingCapacity: true)
+        var entries: [(Key, Int)] = []
+        for (key, count) in counts {
+            let n = Self.told(key.kind, count)
+            if n > 0 {
+                announced[key] = n
+                entries.append((key, n))
+            }
+        }
+        var out = messages("state", Array(entries.prefix(Self.entriesPerMessage)))
+        if entries.count > Self.entriesPerMessage {
+            out += messages("delta", Array(entries.dropFirst(Self.entriesPerMessage)))
+        }
+        return out
+    }
+
+    public func message(_ type: String) -> ByteBuffer { messages(type, [])[0] }
+
+    /// Channels are told only from two local clients on (one is what Redis counts already).
+    static func told(_ kind: SubscriptionKind, _ count: Int) -> Int {
+        kind == .channel && count < 2 ? 0 : count
+    }
+
+    private func messages(_ type: String, _ entries: [(Key, Int)]) -> [ByteBuffer] {
+        if entries.isEmpty && type == "delta" { return [] }
+        var out: [ByteBuffer] = []
+        var start = 0
+        repeat {
+            let chunk = entries[start..<min(start + Self.entriesPerMessage, entries.count)]
+            var b = ByteBuffer()
+            b.writeRESPArrayHeader(3 + 3 * chunk.count)
+            b.writeRESPBulk(Self.version)
+            b.writeRESPBulk(start == 0 ? type : "delta")
+            b.writeRESPBulk(relayID)
+            for (key, n) in chunk {
+                b.writeRESPBulk(key.kind == .channel ? "c" : "p")
+                b.writeRESPBulk(key.name)
+                b.writeRESPBulk(String(n))
+            }
+            out.append(b)
+            start += chunk.count
+        } while start < entries.count
+        return out
+    }
+
+    static let version = ByteBuffer(string: "fleet/1")
+
+    private static func kind(_ b: ByteBuffer) -> SubscriptionKind? {
+        switch b.readableBytesView.first {
+        case UInt8(ascii: "c") where b.readableBytes == 1: return .channel
+        case UInt8(ascii: "p") where b.readableBytes == 1: return .pattern
+        default: return nil
+        }
+    }
+}
