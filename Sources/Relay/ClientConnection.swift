@@ -166,8 +166,8 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     // MARK: Upstream replies
 
     /// A place in this client's output for a reply that upstream will give.
-    func reserveReplySlot() -> ReplySlot {
-        deferred.reserve()
+    func reserveReplySlot(echoes: [ByteBuffer] = []) -> ReplySlot {
+        deferred.reserve(echoes: echoes)
     }
 
     /// Upstream filled one of this client's slots: whatever is now in order goes out.
@@ -236,8 +236,11 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
             state.stats.counts.droppedFrames += 1
             return
         }
-        if bytes.count <= Self.copyThreshold || deferred.isActive {
-            append(bytes)
+        if deferred.isActive {
+            if !deferred.appendMessage(bytes) { appendDirect(bytes) }
+            checkHeldOutput()
+        } else if bytes.count <= Self.copyThreshold {
+            appendDirect(bytes)
         } else {
             guard let context else { return }
             writePending()
@@ -265,6 +268,10 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     /// Output queued behind a pending upstream reply counts against the hard output limit too.
     private func holdBehindUpstream(_ bytes: UnsafeRawBufferPointer) {
         deferred.append(bytes)
+        checkHeldOutput()
+    }
+
+    private func checkHeldOutput() {
         let hard = state.config.clientBufferLimit.hardBytes
         if hard > 0 && deferred.heldBytes >= hard && !isClosing {
             state.stats.counts.slowConsumerDisconnects += 1

@@ -193,6 +193,8 @@ final class RelayState {
                 "redis_pending_confirmations:\(status.pendingConfirmations)",
                 "redis_topology:\(status.topology)",
                 "redis_master:\(status.master)",
+                "redis_fleet_receivers:\(status.fleetReceivers ? "counted" : "this_relay_only")",
+                "redis_fleet_relays_known:\(status.fleetRelaysKnown)",
             ]
             if status.topology == "sentinel" { lines.append("redis_sentinel:\(status.sentinel)") }
             lines += RelayCounterTable.infoLines(.redis, counters)

@@ -268,7 +268,16 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     }
 
     func publish(channel: ByteBuffer, payload: ByteBuffer, from client: ClientConnection) {
-        run(machine.publish(channel: channel, payload: payload, from: client, waiter: (client, client.reserveReplySlot()),
+        // A client that receives its own message (RESP3) gets its copies before the reply, as
+        // from Redis: its slot lets them pass.
+        var echoes: [ByteBuffer] = []
+        if let receipts = state.hub.registry.receipts(of: client, channel: channel) {
+            let v = client.respVersion
+            if receipts.channel { echoes.append(PubSubFrames.message(channel: channel, payload: payload, v)) }
+            for pattern in receipts.patterns { echoes.append(PubSubFrames.pmessage(pattern: pattern, channel: channel, payload: payload, v)) }
+        }
+        let slot = client.reserveReplySlot(echoes: echoes)
+        run(machine.publish(channel: channel, payload: payload, from: client, waiter: (client, slot), echo: !echoes.isEmpty,
                             now: Self.now()))
     }
 
@@ -313,9 +322,11 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             counters: RedisLinkCounters(
                 reconnects: machine.reconnects, gaps: machine.gaps, gapSecondsTotal: machine.gapSecondsTotal,
                 unconfirmedPublishes: machine.unconfirmedPublishes, refusedSubscriptions: machine.refusedSubscriptions,
-                replyLimitDisconnects: machine.replyLimitDisconnects, masterSwitches: machine.masterSwitches),
+                replyLimitDisconnects: machine.replyLimitDisconnects, masterSwitches: machine.masterSwitches,
+                heldPublishes: machine.heldPublishCount, malformedFleetMessages: machine.malformedFleetMessages),
             topology: sentinelWatcher == nil ? "standalone" : "sentinel", master: masterAddress.map(Self.show) ?? "",
-            sentinel: sentinelWatcher?.subscribedSentinel?.description ?? "")
+            sentinel: sentinelWatcher?.subscribedSentinel?.description ?? "",
+            fleetReceivers: machine.countsFleetReceivers, fleetRelaysKnown: machine.knownFleetRelays)
     }
 
     // MARK: Sentinel
@@ -416,6 +427,10 @@ struct RedisLinkStatus: Sendable {
     var master = ""
     /// The sentinel whose `+switch-master` is followed (empty when none, or standalone).
     var sentinel = ""
+    /// Whether PUBLISH counts the other relays' receivers (README, "PUBLISH in fleet mode"), and
+    /// how many relays with extra receivers this relay knows of.
+    var fleetReceivers = false
+    var fleetRelaysKnown = 0
 
     /// `up`, or `degraded` (not yet connected, or lost: local delivery only).
     var state: String { forwarding ? "up" : "degraded" }

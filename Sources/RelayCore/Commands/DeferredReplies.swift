@@ -1,5 +1,8 @@
 import DequeModule
 import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A place in one client's output stream for a reply that comes later from upstream: PUBLISH's
 /// integer, a fleet-wide PUBSUB answer, or — with no bytes — the upstream confirmation a local
@@ -30,8 +33,21 @@ extension ReplySlot: Sendable {}
 /// slot — later replies, delivered messages — is held behind it, so that the client reads its
 /// replies in request order even though upstream answers arrive later and out of order across
 /// links. Pipelined PUBLISHes therefore cost one upstream round trip in total, not one each.
+///
+/// A PUBLISH whose client receives the message itself (RESP3) is the exception: Redis writes the
+/// client's copies before the PUBLISH's reply, so its slot lets messages pass in front of it until
+/// those copies (its `echoes`) have come back from upstream.
 public struct DeferredReplies {
-    private var slots: Deque<(slot: ReplySlot, after: ByteBuffer?)> = []
+    struct Entry {
+        let slot: ReplySlot
+        var after: ByteBuffer?
+        /// The copies of its own message this PUBLISH's client has yet to receive.
+        var echoes: [ByteBuffer] = []
+    }
+
+    private var slots: Deque<Entry> = []
+    /// Slots still waiting for echoes (a message's fast path skips the search when zero).
+    private var echoing = 0
     /// Bytes held behind pending slots (counted against the client's output limit).
     public private(set) var heldBytes = 0
 
@@ -42,21 +58,48 @@ public struct DeferredReplies {
     public var pendingSlots: Int { slots.count }
 
     /// A new slot at the current end of the client's output.
-    public mutating func reserve() -> ReplySlot {
+    /// `echoes`: the frames of a PUBLISH's own message this client receives (see above).
+    public mutating func reserve(echoes: [ByteBuffer] = []) -> ReplySlot {
         let slot = ReplySlot()
-        slots.append((slot, nil))
+        slots.append(Entry(slot: slot, echoes: echoes))
+        if !echoes.isEmpty { echoing += 1 }
         return slot
     }
 
     /// Output that must follow the pending slots.
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
         precondition(!slots.isEmpty, "append without a pending slot")
-        let last = slots.count - 1
-        if slots[last].after == nil {
-            slots[last].after = ByteBufferAllocator().buffer(capacity: max(bytes.count, 256))
+        hold(bytes, after: slots.count - 1)
+    }
+
+    /// A delivered message: held in order like any output, except in front of a PUBLISH still
+    /// waiting for its echoes. Returns false when it goes before every pending slot: the caller
+    /// writes it out directly.
+    public mutating func appendMessage(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        precondition(!slots.isEmpty, "append without a pending slot")
+        guard echoing > 0, let e = slots.firstIndex(where: { !$0.echoes.isEmpty && !$0.slot.isFilled }) else {
+            hold(bytes, after: slots.count - 1)
+            return true
         }
-        slots[last].after!.writeBytes(bytes)
+        if let i = slots[e].echoes.firstIndex(where: { $0.withUnsafeReadableBytes { Self.equal($0, bytes) } }) {
+            slots[e].echoes.remove(at: i)
+            if slots[e].echoes.isEmpty { echoing -= 1 }
+        }
+        if e == 0 { return false }
+        hold(bytes, after: e - 1)
+        return true
+    }
+
+    private mutating func hold(_ bytes: UnsafeRawBufferPointer, after index: Int) {
+        if slots[index].after == nil {
+            slots[index].after = ByteBufferAllocator().buffer(capacity: max(bytes.count, 256))
+        }
+        slots[index].after!.writeBytes(bytes)
         heldBytes += bytes.count
+    }
+
+    private static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        a.count == b.count && (a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
     }
 
     /// Hands over, in order, the output of every leading slot that is filled; stops at the first
@@ -64,6 +107,7 @@ public struct DeferredReplies {
     public mutating func drain(_ emit: (ByteBuffer) -> Void) {
         while let first = slots.first, first.slot.isFilled {
             slots.removeFirst()
+            if !first.echoes.isEmpty { echoing -= 1 }
             if let reply = first.slot.bytes, reply.readableBytes > 0 { emit(reply) }
             if let after = first.after {
                 heldBytes -= after.readableBytes
@@ -75,6 +119,7 @@ public struct DeferredReplies {
     /// The client is gone: drops everything held.
     public mutating func removeAll() {
         slots.removeAll()
+        echoing = 0
         heldBytes = 0
     }
 }

@@ -121,6 +121,10 @@ public enum RelayCounterTable {
                "Redis connections dropped because a reply exceeded the relay's caps on elements or bulk size.") { $0.redis?.replyLimitDisconnects },
         .count(.redis, "redis_master_switches", "redis_master_switches_total",
                "Redis Sentinel failovers followed: the backplane moved to a new master.") { $0.redis?.masterSwitches },
+        .count(.redis, "redis_held_publishes", "redis_held_publishes_total",
+               "PUBLISHes that waited for this relay's (un)subscription in flight to the same channel or a matching pattern.") { $0.redis?.heldPublishes },
+        .count(.redis, "redis_malformed_fleet_messages", "redis_malformed_fleet_messages_total",
+               "Messages on the fleet channel that were not understood (another relay version?): ignored.") { $0.redis?.malformedFleetMessages },
     ]
 
     private static let postgres: [CounterDefinition] = [

@@ -24,9 +24,12 @@ public struct RedisLinkCounters: Sendable, Equatable {
     public var refusedSubscriptions: Int
     public var replyLimitDisconnects: Int
     public var masterSwitches: Int
+    public var heldPublishes: Int
+    public var malformedFleetMessages: Int
 
     public init(reconnects: Int, gaps: Int, gapSecondsTotal: Double, unconfirmedPublishes: Int,
-                refusedSubscriptions: Int, replyLimitDisconnects: Int, masterSwitches: Int) {
+                refusedSubscriptions: Int, replyLimitDisconnects: Int, masterSwitches: Int,
+                heldPublishes: Int, malformedFleetMessages: Int) {
         self.reconnects = reconnects
         self.gaps = gaps
         self.gapSecondsTotal = gapSecondsTotal
@@ -34,6 +37,8 @@ public struct RedisLinkCounters: Sendable, Equatable {
         self.refusedSubscriptions = refusedSubscriptions
         self.replyLimitDisconnects = replyLimitDisconnects
         self.masterSwitches = masterSwitches
+        self.heldPublishes = heldPublishes
+        self.malformedFleetMessages = malformedFleetMessages
     }
 }
 

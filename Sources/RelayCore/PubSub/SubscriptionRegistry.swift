@@ -175,6 +175,17 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
         holdings[ObjectIdentifier(s)].map { Array($0.patterns) } ?? []
     }
 
+    /// What `s` receives of a message published on `channel`: whether it holds the channel, and
+    /// the patterns of its that match (nil: nothing; the common case costs one lookup).
+    public func receipts(of s: Subscriber, channel: ByteBuffer) -> (channel: Bool, patterns: [ByteBuffer])? {
+        guard let h = holdings[ObjectIdentifier(s)] else { return nil }
+        let patterns = h.patterns.isEmpty ? [] : channel.withUnsafeReadableBytes { ch in
+            h.patterns.filter { p in p.withUnsafeReadableBytes { GlobMatcher.matches(pattern: $0, string: ch) } }
+        }
+        let holds = h.channels.contains(channel)
+        return holds || !patterns.isEmpty ? (holds, patterns) : nil
+    }
+
     public func channelCount(of s: Subscriber) -> Int {
         holdings[ObjectIdentifier(s)]?.channels.count ?? 0
     }

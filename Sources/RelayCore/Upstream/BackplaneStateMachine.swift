@@ -115,7 +115,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case ping
         /// `localExtra`: this relay's receivers Redis does not count (`FleetReceivers`), taken
         /// when it was sent; the other relays' are added when Redis answers (`channel`).
-        case publish(Waiter, localExtra: Int, channel: ByteBuffer?)
+        /// `echo`: the publishing client receives the message itself (RESP3).
+        case publish(Waiter, localExtra: Int, channel: ByteBuffer?, echo: Bool)
         case query(Waiter, PubSubQuery)
         /// One of the EVALs of a fleet-wide NUMSUB (an index into `numsubs`).
         case numsubPart(Int)
@@ -128,6 +129,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case fleetMessage([Waiter])
         /// The subscriber's SSUBSCRIBE of the fleet channel.
         case fleetSubscription
+        /// A PING on the subscriber connection behind a PUBLISH whose client receives the message
+        /// itself: Redis sent the message before this PONG, so the reply goes after its copy.
+        case echoBarrier(Waiter, ByteBuffer)
         case callback(Callback)
         /// A (P)(UN)SUBSCRIBE of `total` names, `remaining` not yet confirmed. Redis answers with
         /// one push per name, or with one error for the whole command.
@@ -446,7 +450,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     private mutating func resolveLocally(_ entry: Expected, _ actions: inout [Action]) {
         switch entry {
-        case .publish(let w, _, _):
+        case .publish(let w, _, _, _):
             unconfirmedPublishes += 1
             var reply = ByteBuffer()
             reply.writeRESPInteger(0)
@@ -459,6 +463,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             for w in waiters { actions.append(.fill(w, nil)) }
         case .callback(let callback):
             actions.append(.complete(callback, nil))
+        case .echoBarrier(let w, let reply):
+            actions.append(.fill(w, reply))
         case .handshake, .handshakeDone, .role, .ping, .bookkeeping, .subscriptions, .fleetSubscription:
             break
         }
@@ -584,20 +590,28 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
                 linkFailed(id.role, "the node is not a master: ROLE answered \(role.prefix(80))", now, &actions)
                 actions.append(.notMaster("ROLE answered \(role.prefix(80))"))
             }
+        case .echoBarrier(let w, let out):
+            actions.append(.fill(w, out))
         case .handshakeDone, .ping:
             if reply.isError {
                 linkFailed(id.role, "Redis answered PING with an error: \(reply.text)", now, &actions)
             } else if case .handshakeDone = expected {
                 handshakeDone(id.role, now, &actions)
             }
-        case .publish(let w, let localExtra, let channel):
+        case .publish(let w, let localExtra, let channel, let echo):
             if case .integer(let n) = reply {
                 // The other relays' receivers as known now, when Redis has run the PUBLISH: a
                 // change a relay told before it (and before its client's confirmation) is in.
                 let remote = channel.map { fleetChannel == .subscribed ? receivers.remoteExtra(for: $0) : 0 } ?? 0
                 var out = ByteBuffer()
                 out.writeRESPInteger(n + localExtra + remote)
-                actions.append(.fill(w, out))
+                if echo {
+                    // Redis writes the message to its receivers before the PUBLISH's reply; the
+                    // copy for this client comes on the other connection.
+                    send(.subscriber, [Self.arg("PING")], .echoBarrier(w, out), now, &actions)
+                } else {
+                    actions.append(.fill(w, out))
+                }
             } else {
                 actions.append(.fillWithReply(w, reply))
             }
@@ -861,24 +875,25 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     /// A local PUBLISH. One that an (un)subscription in flight could affect waits until Redis
     /// has confirmed it, and so do the same client's later ones (its messages stay in order).
+    /// `echo`: the client receives the message itself (its reply must follow its copies).
     public mutating func publish(channel: ByteBuffer, payload: ByteBuffer, from client: Client, waiter: Waiter,
-                                 now: UInt64) -> [Action] {
+                                 echo: Bool = false, now: UInt64) -> [Action] {
         let key = ObjectIdentifier(client)
         if (!heldPublishes.isEmpty && heldPerClient[key] != nil) || ledger.affects(channel: channel) {
             heldPublishCount += 1
-            heldPublishes.append(HeldPublish(client: key, channel: channel, payload: payload, waiter: waiter))
+            heldPublishes.append(HeldPublish(client: key, channel: channel, payload: payload, waiter: waiter, echo: echo))
             heldPerClient[key, default: 0] += 1
             return []
         }
         var actions: [Action] = []
-        sendPublish(channel, payload, waiter, now, &actions)
+        sendPublish(channel, payload, waiter, echo: echo, now, &actions)
         return actions
     }
 
-    private mutating func sendPublish(_ channel: ByteBuffer, _ payload: ByteBuffer, _ waiter: Waiter, _ now: UInt64,
+    private mutating func sendPublish(_ channel: ByteBuffer, _ payload: ByteBuffer, _ waiter: Waiter, echo: Bool, _ now: UInt64,
                                       _ actions: inout [Action]) {
         let expected = Expected.publish(waiter, localExtra: localExtra(for: channel),
-                                        channel: fleetChannel == .subscribed ? channel : nil)
+                                        channel: fleetChannel == .subscribed ? channel : nil, echo: echo)
         send(.publisher, [Self.publishCommand, channel, payload], expected, now, &actions)
     }
 
@@ -913,7 +928,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             let left = heldPerClient[held.client, default: 1] - 1
             heldPerClient[held.client] = left > 0 ? left : nil
             if isForwarding {
-                sendPublish(held.channel, held.payload, held.waiter, now, &actions)
+                sendPublish(held.channel, held.payload, held.waiter, echo: held.echo, now, &actions)
             } else {
                 actions.append(.publishLocally(held.waiter, channel: held.channel, payload: held.payload))
             }
@@ -1110,6 +1125,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         let channel: ByteBuffer
         let payload: ByteBuffer
         let waiter: Waiter
+        /// Whether the client received the message itself when it sent it (Redis's moment).
+        let echo: Bool
     }
 
     static func arg(_ s: String) -> ByteBuffer {
