@@ -4,7 +4,8 @@ Every snippet lives in examples/clients/ and the README shows that file verbatim
 file into a temporary directory with one change: the documented address
 (`/run/pubsub-relay/relay.sock`, or `redis://:password@127.0.0.1:6380` for the TCP form) replaced
 by the address of the server under test (the test first checks the address is in the file, so the
-replacement cannot silently do nothing), then runs it and checks what it printed or did.
+replacement cannot silently do nothing), then runs it and checks what it printed or did. Another test checks that README.md shows every
+file of examples/clients verbatim, so the documentation and what is tested cannot drift apart.
 
 Each library runs against redis-server itself (`[redis]`) as the reference and against the relay
 (`[relay]`: local mode; `[fleet]`: relays joined through a redis-server by REDIS_URL), so a failure
@@ -83,6 +84,18 @@ def target3(request, redis_at_factory, backplane_relay):
         return "relay", [s, s]
     r = redis_at_factory()
     return "fleet", [backplane_relay(unix_url(r.socket)).socket, backplane_relay(unix_url(r.socket)).socket]
+
+
+# ---- the README shows the files the tests run ----------------------------------------------------
+
+def test_readme_shows_every_example_verbatim():
+    """Every file of examples/clients is one fenced block of README.md, byte for byte."""
+    readme = (PACKAGE_ROOT / "README.md").read_text()
+    blocks = set(re.findall(r"^```[a-z]*\n(.*?)^```$", readme, flags=re.M | re.S))
+    files = sorted(p for p in EXAMPLES.rglob("*") if p.is_file())
+    assert len(files) >= 9, files
+    missing = [str(p.relative_to(EXAMPLES)) for p in files if p.read_text() not in blocks]
+    assert not missing, "README.md does not show these examples/clients files verbatim: %s" % missing
 
 
 # ---- redis-py --------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ broadcast = Broadcast("redis://:password@127.0.0.1:6380")   # the relay's RELAY_
 
 async def main():
     await broadcast.connect()
-    # broadcaster 0.3.1 never listens to a process's first subscription (with redis-server too):
-    # hold one for the life of the process, then subscribe as usual
+    # broadcaster 0.3.1 never listens to the first subscription of a Broadcast (with redis-server too):
+    # hold one for its lifetime, then subscribe as usual
     async with broadcast.subscribe(channel="startup"):
         async with broadcast.subscribe(channel="news") as subscriber:
             await broadcast.publish(channel="news", message="hello")
