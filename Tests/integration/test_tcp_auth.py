@@ -219,6 +219,9 @@ SCRIPT = [
     (cmd("HELLO", "x"), 1),
     (cmd("HELLO", "3", "FOO"), 1),
     (cmd("HELLO", "3", "SETNAME", "a b"), 1),
+    (cmd("HELLO", "3", "SETNAME", "early-name"), 1),       # set, although the reply is NOAUTH
+    (cmd("HELLO", "3", "SETNAME", "a b", "AUTH", "default", SECRET), 1),
+    (cmd("HELLO", "3", "AUTH", "default", "wrong", "SETNAME", "never"), 1),
     (cmd("HELLO", "3", "AUTH", "default", "wrong"), 1),
     (cmd("HELLO", "3", "AUTH", "bob", SECRET), 1),
     (cmd("AUTH", "wrong"), 1),
@@ -227,6 +230,10 @@ SCRIPT = [
     (cmd("AUTH", SECRET + " "), 1),
     (cmd("PING"), 1),
     (cmd("AUTH", SECRET), 1),
+    (cmd("PING"), 1),
+    (cmd("CLIENT", "GETNAME"), 1),
+    (cmd("RESET"), 1),
+    (cmd("HELLO", "3", "AUTH", "default", SECRET, "FOO"), 1),   # authenticated, then the syntax error
     (cmd("PING"), 1),
     (cmd("AUTH", "wrong"), 1),                       # stays authenticated
     (cmd("PING"), 1),

@@ -360,16 +360,19 @@ public final class CommandExecutor<Client: RelayClient> {
             version = parsed
             next = 2
         }
-        // Redis 7.0.15 reads the options first, setting SETNAME's name as it goes (it stays set
-        // when a later option, the AUTH or the authentication check fails), then authenticates,
-        // then requires the client to be authenticated.
-        var credentials: (user: ByteBuffer, password: ByteBuffer)?
+        // Redis 7.0.15 runs the options in order as it reads them: an AUTH authenticates (or
+        // fails the command) there and then, a SETNAME sets the name there and then — even for a
+        // client that is not authenticated and gets NOAUTH below — and a bad option fails the
+        // command with what the earlier options did kept.
         var j = next
         while j < args.count {
             let moreArgs = args.count - 1 - j
             let option = args[j].readableBytesView
             if ASCII.equalsIgnoringCase(option, "AUTH") && moreArgs >= 2 {
-                credentials = (args[j + 1], args[j + 2])
+                guard authenticate(user: args[j + 1], password: args[j + 2], client) else {
+                    writeError(&out, Array(Self.wrongPass.utf8))
+                    return
+                }
                 j += 3
             } else if ASCII.equalsIgnoringCase(option, "SETNAME") && moreArgs >= 1 {
                 guard let name = CommandTexts.validatedName(args[j + 1]) else {
@@ -380,12 +383,6 @@ public final class CommandExecutor<Client: RelayClient> {
                 j += 2
             } else {
                 writeError(&out, Array("ERR Syntax error in HELLO option '".utf8) + ASCII.cString(option) + Array("'".utf8))
-                return
-            }
-        }
-        if let credentials {
-            guard authenticate(user: credentials.user, password: credentials.password, client) else {
-                writeError(&out, Array(Self.wrongPass.utf8))
                 return
             }
         }

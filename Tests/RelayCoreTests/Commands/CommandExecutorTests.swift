@@ -576,11 +576,19 @@ private func hello(proto: Int, id: Int) -> String {
         #expect(relay.reply(c, "PING") == "+PONG\r\n")
     }
 
-    /// Redis 7.0.15 sets SETNAME's name while reading the options: it stays set when a later
-    /// option or the AUTH fails.
-    @Test func helloSetsTheNameBeforeAuthenticating() {
+    /// Redis 7.0.15 runs HELLO's options in order: what an earlier option did stays when a later
+    /// one fails, and a failed one stops the rest.
+    @Test func helloRunsItsOptionsInOrder() {
         let (relay, c) = relay()
-        #expect(relay.reply(c, "AUTH", "secret") == "+OK\r\n")
+        #expect(relay.reply(c, "HELLO", "3", "SETNAME", "n0") == Self.helloNoauth)
+        #expect(relay.reply(c, "HELLO", "3", "SETNAME", "a b", "AUTH", "default", "secret")
+            == "-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
+        #expect(!c.session.authenticated)
+        #expect(relay.reply(c, "HELLO", "3", "AUTH", "default", "wrong", "SETNAME", "zz") == Self.wrongpass)
+        #expect(relay.reply(c, "HELLO", "3", "AUTH", "default", "secret", "FOO") == "-ERR Syntax error in HELLO option 'FOO'\r\n")
+        #expect(c.session.authenticated && c.session.resp == .resp2)
+        // n0 was set by the refused HELLO; zz never was (its AUTH failed first).
+        #expect(relay.reply(c, "CLIENT", "GETNAME") == "$2\r\nn0\r\n")
         #expect(relay.reply(c, "HELLO", "2", "SETNAME", "n1", "FOO") == "-ERR Syntax error in HELLO option 'FOO'\r\n")
         #expect(relay.reply(c, "CLIENT", "GETNAME") == "$2\r\nn1\r\n")
         #expect(relay.reply(c, "HELLO", "2", "SETNAME", "n2", "AUTH", "default", "wrong") == Self.wrongpass)
