@@ -674,3 +674,65 @@ def test_socket_activation_non_loopback_tcp_is_refused(relays, socket_activate, 
     lines = [l for l in relay.stderr().splitlines() if "cannot start" in l]
     assert len(lines) == 1, relay.stderr()
     assert "LISTEN_FDS" in lines[0] and "0.0.0.0:%d" % port in lines[0] and "not a loopback address" in lines[0], lines
+
+
+def test_tcp_nodelay_is_set_on_client_connections(relays):
+    """TCP_NODELAY on the relay's end of each TCP connection, read from the relay's own socket
+    (pidfd_getfd(2): a duplicate of the relay's fd in this process)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    SYS_pidfd_open, SYS_pidfd_getfd = 434, 438
+    port = free_port()
+    relay = relays(tcp_env(port))
+    with TcpConn(port) as c:
+        assert c.call("AUTH", SECRET) == "OK"
+        mine = c.sock.getsockname()
+        pidfd = libc.syscall(SYS_pidfd_open, relay.pid, 0)
+        if pidfd < 0:
+            pytest.skip("pidfd_open: %s" % os.strerror(ctypes.get_errno()))
+        try:
+            checked = None
+            for name in os.listdir("/proc/%d/fd" % relay.pid):
+                if not os.readlink("/proc/%d/fd/%s" % (relay.pid, name)).startswith("socket:"):
+                    continue
+                fd = libc.syscall(SYS_pidfd_getfd, pidfd, int(name), 0)
+                if fd < 0:
+                    pytest.skip("pidfd_getfd: %s" % os.strerror(ctypes.get_errno()))
+                s = socket.socket(fileno=fd)
+                try:
+                    if s.family == socket.AF_INET and s.type == socket.SOCK_STREAM:
+                        try:
+                            peer = s.getpeername()
+                        except OSError:
+                            continue
+                        if peer == mine:
+                            checked = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                finally:
+                    s.close()
+        finally:
+            os.close(pidfd)
+        assert checked is not None, "the relay's end of the connection was not found"
+        assert checked != 0, "TCP_NODELAY is off on the relay's end"
+
+
+def test_ipv6_loopback(relays):
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            port = s.getsockname()[1]
+    except OSError as e:
+        pytest.skip("no IPv6 loopback: %s" % e)
+    relay = relays({"RELAY_TCP_ADDR": "[::1]:%d" % port, "RELAY_PASSWORD": SECRET}, wait=False)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            c = socket.create_connection(("::1", port), timeout=1)
+            break
+        except OSError:
+            assert relay.proc.poll() is None and time.monotonic() < deadline, relay.stderr()
+            time.sleep(0.05)
+    c.sendall(cmd("AUTH", SECRET) + cmd("PING"))
+    time.sleep(0.2)
+    assert c.recv(100) == b"+OK\r\n+PONG\r\n"
+    c.close()
+    assert info(relay.socket, "server")["tcp_address"] == "[::1]:%d" % port
