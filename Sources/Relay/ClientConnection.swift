@@ -52,8 +52,14 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     let connectedAt = NIODeadline.now()
     private(set) var lastInteraction = NIODeadline.now()
 
-    init(id: Int, state: RelayState) {
-        self.session = ClientSession(id: id)
+    /// `ip:port` of the client and of the relay's end on the TCP listener; nil on the Unix socket.
+    let peer: String?
+    let local: String?
+
+    init(id: Int, state: RelayState, peer: String? = nil, local: String? = nil) {
+        self.session = ClientSession(id: id, authenticated: state.executor.newClientsAuthenticated)
+        self.peer = peer
+        self.local = local
         self.state = state
         self.flusher = state.flusher
         self.parser = RequestParser(limits: state.parserLimits)
@@ -129,6 +135,8 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
                 return
             }
             let request: [ByteBuffer]?
+            // Redis's limits for a client without the password (AUTH may have run just before).
+            parser.unauthenticated = !session.authenticated
             do {
                 request = try parser.next(from: &buffer)
             } catch {

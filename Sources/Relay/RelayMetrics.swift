@@ -16,6 +16,8 @@ public final class RelayMetrics: Sendable {
     private let upstreamUpRedis: Prometheus.Gauge
     private let upstreamUpPostgres: Prometheus.Gauge
     private let leader: Prometheus.Gauge
+    private let listeningUnix: Prometheus.Gauge
+    private let listeningTCP: Prometheus.Gauge
     /// One per `RelayCounterTable.all` row, in its order; all made at start, so every series is
     /// exported (at 0) before its first event.
     private let counters: [(definition: CounterDefinition, counter: Prometheus.Counter)]
@@ -34,6 +36,9 @@ public final class RelayMetrics: Sendable {
         upstreamUpRedis = registry.makeGauge(name: p + "upstream_up", labels: [("upstream", "redis")], help: upHelp)
         upstreamUpPostgres = registry.makeGauge(name: p + "upstream_up", labels: [("upstream", "postgres")], help: upHelp)
         leader = registry.makeGauge(name: p + "leader", help: "1 while this relay holds the Postgres leader lease.")
+        let listeningHelp = "1 while the listener accepts connections (the TCP one: 0 when RELAY_TCP_ADDR is off)."
+        listeningUnix = registry.makeGauge(name: p + "listening", labels: [("listener", "unix")], help: listeningHelp)
+        listeningTCP = registry.makeGauge(name: p + "listening", labels: [("listener", "tcp")], help: listeningHelp)
         counters = RelayCounterTable.all.map { d in
             (d, registry.makeCounter(name: d.metric, labels: d.labels.map { ($0.name, $0.value) }, help: d.help))
         }
@@ -54,6 +59,8 @@ public final class RelayMetrics: Sendable {
         upstreamUpRedis.set(Double(s.redis?.forwarding == true ? 1 : 0))
         upstreamUpPostgres.set(Double(s.postgres?.listening == true ? 1 : 0))
         leader.set(Double(s.postgres?.leader == true ? 1 : 0))
+        listeningUnix.set(Double(s.isServing ? 1 : 0))
+        listeningTCP.set(Double(s.isServing && s.tcp != nil ? 1 : 0))
         exported.withLockedValue { seen in
             for (i, row) in counters.enumerated() {
                 guard let value = row.definition.read(s.counters) else { continue }

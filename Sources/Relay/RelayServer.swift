@@ -16,6 +16,8 @@ public final class RelayServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let state: NIOLoopBound<RelayState>
     private let serverChannel: Channel
+    /// The TCP listener (`RELAY_TCP_ADDR` or a socket from systemd); nil when off.
+    private let tcpChannel: Channel?
     /// Nil under socket activation: the socket file is systemd's, never ours to remove.
     private let listener: UnixSocketListener?
     private let logger: Logger
@@ -41,8 +43,8 @@ public final class RelayServer: Sendable {
         }
         raiseOpenFileLimit(logger: logger)
         let notifier = SystemdNotifier.fromEnvironment(environment)
-        let activated = try activatedSocket(environment, logger: logger)
-        let socketPath = activated?.path ?? config.socketPath
+        let activated = try activatedSockets(environment, config: config, logger: logger)
+        let socketPath = activated.unix?.path ?? config.socketPath
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         do {
@@ -56,43 +58,85 @@ public final class RelayServer: Sendable {
                     state.value.flusher.recordDeliveryLatency = { histogram.recordNanoseconds($0.nanoseconds) }
                 }.wait()
             }
-            let bootstrap = ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 1024)
-                // Bound and activated sockets alike: at the open-file limit, pause accepting
-                // rather than spin on the readable listening socket.
-                .serverChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let backoff = AcceptBackoff(listenerName: "RELAY_SOCKET", logger: logger) { reason in
-                            switch reason {
-                            case .fdLimit: state.value.stats.counts.acceptErrorsFDLimit += 1
-                            case .noMemory: state.value.stats.counts.acceptErrorsNoMemory += 1
+            // The two listeners serve the same clients: same limits, same slow-consumer rules.
+            func bootstrap(listenerName: String, tcp: Bool) -> ServerBootstrap {
+                var b = ServerBootstrap(group: group)
+                    .serverChannelOption(.backlog, value: 1024)
+                    // Bound and activated sockets alike: at the open-file limit, pause accepting
+                    // rather than spin on the readable listening socket.
+                    .serverChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            let backoff = AcceptBackoff(listenerName: listenerName, logger: logger) { reason in
+                                switch reason {
+                                case .fdLimit: state.value.stats.counts.acceptErrorsFDLimit += 1
+                                case .noMemory: state.value.stats.counts.acceptErrorsNoMemory += 1
+                                }
                             }
+                            try channel.pipeline.syncOperations.addHandler(backoff)
                         }
-                        try channel.pipeline.syncOperations.addHandler(backoff)
                     }
+                    .childChannelOption(.maxMessagesPerRead, value: 4)
+                    // Each channel keeps its receive buffer for reuse: start small so that an idle
+                    // subscriber costs little; the allocator grows it for clients that send bursts.
+                    .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
+                    .childChannelOption(.allowRemoteHalfClosure, value: true)
+                if tcp {
+                    // Replies and messages go out as soon as they are flushed, as from Redis
+                    // (which sets TCP_NODELAY on every client): the relay already batches per tick.
+                    b = b.childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 }
-                .childChannelOption(.maxMessagesPerRead, value: 4)
-                // Each channel keeps its receive buffer for reuse: start small so that an idle
-                // subscriber costs little; the allocator grows it for clients that send bursts.
-                .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .childChannelInitializer { channel in
+                return b.childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        let client = state.value.makeClient()
+                        let client = tcp
+                            ? state.value.makeClient(peer: Self.ipPort(channel.remoteAddress), local: Self.ipPort(channel.localAddress))
+                            : state.value.makeClient()
                         try channel.pipeline.syncOperations.addHandler(client)
                     }
                 }
+            }
 
             let channel: Channel
             var listener: UnixSocketListener?
-            if let activated {
+            if let unix = activated.unix {
                 do {
-                    channel = try bootstrap.withBoundSocket(activated.fd).wait()
+                    channel = try bootstrap(listenerName: "RELAY_SOCKET", tcp: false).withBoundSocket(unix.fd).wait()
                 } catch {
                     throw StartupError(description: "LISTEN_FDS: cannot serve the socket passed by systemd: \(error)")
                 }
             } else {
-                (channel, listener) = try bindOwnSocket(config: config, bootstrap: bootstrap)
+                (channel, listener) = try bindOwnSocket(config: config, bootstrap: bootstrap(listenerName: "RELAY_SOCKET", tcp: false))
+            }
+            var tcpChannel: Channel?
+            var tcpInfo: TCPListenerInfo?
+            do {
+                let tcpBootstrap = bootstrap(listenerName: "RELAY_TCP_ADDR", tcp: true)
+                if let tcp = activated.tcp {
+                    do {
+                        tcpChannel = try tcpBootstrap.withBoundSocket(tcp.fd).wait()
+                    } catch {
+                        throw StartupError(description: "LISTEN_FDS: cannot serve the TCP socket passed by systemd (\(tcp.address)): \(error)")
+                    }
+                    tcpInfo = TCPListenerInfo(address: tcp.address, activated: true, passwordRequired: config.password != nil)
+                } else if let address = config.tcpAddress {
+                    do {
+                        tcpChannel = try tcpBootstrap.bind(host: address.host, port: address.port).wait()
+                    } catch {
+                        throw StartupError(description: "RELAY_TCP_ADDR: cannot listen on \(address): \(describe(error))")
+                    }
+                    tcpInfo = TCPListenerInfo(address: address, activated: false, passwordRequired: config.password != nil)
+                }
+            } catch {
+                try? channel.close().wait()
+                listener?.remove()
+                throw error
+            }
+            if let tcpInfo {
+                try loop.submit { state.value.tcpListener = tcpInfo }.wait()
+            }
+            let closeListeners = {
+                try? tcpChannel?.close().wait()
+                try? channel.close().wait()
+                listener?.remove()
             }
 
             var metricsServer: MetricsServer?
@@ -102,8 +146,7 @@ public final class RelayServer: Sendable {
                         loop.submit { state.value.snapshot() }
                     }
                 } catch {
-                    try? channel.close().wait()
-                    listener?.remove()
+                    closeListeners()
                     throw error
                 }
             }
@@ -115,15 +158,25 @@ public final class RelayServer: Sendable {
                 state.value.postgres?.start()
             }.wait()
             logger.info("serving", metadata: [
-                "socket": "\(socketPath)", "activated": "\(activated != nil)",
-                "mode": "\(activated == nil ? String(config.socketMode, radix: 8) : "from systemd")",
+                "socket": "\(socketPath)", "activated": "\(activated.unix != nil)",
+                "mode": "\(activated.unix == nil ? String(config.socketMode, radix: 8) : "from systemd")",
+                "tcp": "\(tcpInfo.map { "\($0.address)\($0.activated ? " (from systemd)" : "")" } ?? "off")",
+                "password": "\(config.password == nil ? "none" : "required on every listener")",
                 "max_message_bytes": "\(config.maxMessageBytes)",
                 "backplane": "\(config.redisURL.map { $0.redacted } ?? "none (local mode)")",
             ])
+            if let tcpInfo {
+                if config.password == nil {
+                    logger.warning("TCP listener on \(tcpInfo.address) has no password: any local user can connect to it (set RELAY_PASSWORD or RELAY_PASSWORD_FILE to require AUTH)")
+                }
+                if !tcpInfo.address.isLoopback {
+                    logger.notice("TCP listener on \(tcpInfo.address) is reachable from other hosts (RELAY_TCP_ALLOW_REMOTE=yes): the password and every message cross the network in plaintext")
+                }
+            }
             if let redisTLS {
                 logger.info("redis backplane over TLS: \(redisTLS.summary)")
             }
-            let server = RelayServer(group: group, state: state, serverChannel: channel, listener: listener,
+            let server = RelayServer(group: group, state: state, serverChannel: channel, tcpChannel: tcpChannel, listener: listener,
                                      logger: logger, notifier: notifier, metricsServer: metricsServer)
             server.announceReady()
             return server
@@ -133,11 +186,12 @@ public final class RelayServer: Sendable {
         }
     }
 
-    private init(group: MultiThreadedEventLoopGroup, state: NIOLoopBound<RelayState>, serverChannel: Channel,
+    private init(group: MultiThreadedEventLoopGroup, state: NIOLoopBound<RelayState>, serverChannel: Channel, tcpChannel: Channel?,
                  listener: UnixSocketListener?, logger: Logger, notifier: SystemdNotifier?, metricsServer: MetricsServer?) {
         self.group = group
         self.state = state
         self.serverChannel = serverChannel
+        self.tcpChannel = tcpChannel
         self.listener = listener
         self.logger = logger
         self.notifier = notifier
@@ -146,7 +200,7 @@ public final class RelayServer: Sendable {
 
     // MARK: systemd
 
-    /// READY=1 once the socket accepts; then STATUS= on change and WATCHDOG=1 every
+    /// READY=1 once every listener accepts (both are bound before this runs); then STATUS= on change and WATCHDOG=1 every
     /// WATCHDOG_USEC/2, both from the client event loop, so a wedged loop stops the pings.
     private func announceReady() {
         guard let notifier else { return }
@@ -227,10 +281,12 @@ public final class RelayServer: Sendable {
         let state = self.state
         let logger = self.logger
         try? loop.submit { state.value.isServing = false }.wait()
-        do {
-            try serverChannel.close().wait()
-        } catch {
-            logger.warning("closing the listening socket failed", metadata: ["error": "\(error)"])
+        for listening in [serverChannel] + (tcpChannel.map { [$0] } ?? []) {
+            do {
+                try listening.close().wait()
+            } catch {
+                logger.warning("closing a listening socket failed", metadata: ["error": "\(error)"])
+            }
         }
         listener?.remove()
         let drained: EventLoopFuture<Void> = loop.flatSubmit {
@@ -309,38 +365,105 @@ public final class RelayServer: Sendable {
         return (channel, listener)
     }
 
-    /// sd_listen_fds(3): with `LISTEN_PID` = our pid and `LISTEN_FDS` ≥ 1, fd 3 is a listening
-    /// socket from systemd. It must be an AF_UNIX stream socket that listens.
-    private static func activatedSocket(_ env: [String: String], logger: Logger) throws -> (fd: Int32, path: String)? {
+    /// The sockets systemd passed: at most one AF_UNIX and one TCP (AF_INET or AF_INET6) socket.
+    struct ActivatedSockets {
+        var unix: (fd: Int32, path: String)?
+        var tcp: (fd: Int32, address: TCPListenAddress)?
+    }
+
+    /// sd_listen_fds(3): with `LISTEN_PID` = our pid and `LISTEN_FDS` = n ≥ 1, fds 3…3+n-1 are
+    /// listening sockets from systemd, in the order of the .socket unit's ListenStream= lines.
+    /// Each is told apart by its address family (getsockname), not by position or name: an
+    /// AF_UNIX one replaces RELAY_SOCKET, a TCP one RELAY_TCP_ADDR; a listener not passed is
+    /// bound as configured. A TCP socket is held to the same loopback rule as RELAY_TCP_ADDR.
+    private static func activatedSockets(_ env: [String: String], config: RelayConfig, logger: Logger) throws -> ActivatedSockets {
+        var found = ActivatedSockets()
         guard let pid = env["LISTEN_PID"].flatMap(Int32.init), pid == getpid(),
-              let count = env["LISTEN_FDS"].flatMap(Int.init), count >= 1 else { return nil }
+              let count = env["LISTEN_FDS"].flatMap(Int.init), count >= 1 else { return found }
+        let names = env["LISTEN_FDNAMES"].map { $0.split(separator: ":", omittingEmptySubsequences: false).map(String.init) } ?? []
         unsetenv("LISTEN_PID")
         unsetenv("LISTEN_FDS")
         unsetenv("LISTEN_FDNAMES")
-        let fd: Int32 = 3
-        if count > 1 {
-            logger.warning("socket activation passed \(count) sockets; serving the first (fd 3) only")
+        for index in 0..<count {
+            let fd = Int32(3 + index)
+            let name = index < names.count && !names[index].isEmpty ? " (\(names[index]))" : ""
+            func option(_ option: Int32) -> Int32? {
+                var value: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                return getsockopt(fd, SOL_SOCKET, option, &value, &length) == 0 ? value : nil
+            }
+            let domain = option(SO_DOMAIN)
+            guard let domain, [AF_UNIX, AF_INET, AF_INET6].contains(domain),
+                  option(SO_TYPE) == Int32(SOCK_STREAM.rawValue), option(SO_ACCEPTCONN) == 1 else {
+                throw StartupError(description: "LISTEN_FDS: fd \(fd)\(name) is not a listening AF_UNIX, AF_INET or AF_INET6 stream socket; the .socket unit must use ListenStream= with a path or an address:port")
+            }
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let named = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            } == 0
+            if domain == AF_UNIX {
+                guard found.unix == nil else {
+                    throw StartupError(description: "LISTEN_FDS: fd \(fd)\(name) is a second AF_UNIX socket; pass at most one Unix socket and one TCP socket")
+                }
+                let path = named ? withUnsafeBytes(of: &storage) { raw -> String in
+                    let offset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
+                    return String(decoding: raw[offset...].prefix { $0 != 0 }, as: UTF8.self)
+                } : "fd \(fd)"
+                found.unix = (fd, path)
+            } else {
+                guard found.tcp == nil else {
+                    throw StartupError(description: "LISTEN_FDS: fd \(fd)\(name) is a second TCP socket; pass at most one Unix socket and one TCP socket")
+                }
+                guard named, let address = tcpAddress(storage) else {
+                    throw StartupError(description: "LISTEN_FDS: fd \(fd)\(name): cannot read its address (getsockname: \(String(cString: strerror(errno))))")
+                }
+                if !address.isLoopback && !config.tcpAllowRemote {
+                    throw StartupError(description: "LISTEN_FDS: fd \(fd)\(name) listens on \(address), which is not a loopback address; the TCP listener takes 127.0.0.0/8 or [::1] (ListenStream=127.0.0.1:6380), or set RELAY_TCP_ALLOW_REMOTE=yes with RELAY_PASSWORD")
+                }
+                found.tcp = (fd, address)
+            }
         }
-        func option(_ name: Int32) -> Int32? {
-            var value: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
+        if let unix = found.unix {
+            if let configured = env["RELAY_SOCKET"], !configured.isEmpty {
+                logger.notice("socket activation: serving the socket passed by systemd; RELAY_SOCKET is ignored",
+                              metadata: ["socket": "\(unix.path)", "RELAY_SOCKET": "\(configured)"])
+            } else {
+                logger.info("socket activation: serving the socket passed by systemd", metadata: ["socket": "\(unix.path)"])
+            }
         }
-        guard option(SO_DOMAIN) == AF_UNIX, option(SO_TYPE) == Int32(SOCK_STREAM.rawValue), option(SO_ACCEPTCONN) == 1 else {
-            throw StartupError(description: "LISTEN_FDS: fd 3 is not a listening AF_UNIX stream socket; the .socket unit must use ListenStream= with a path")
+        if let tcp = found.tcp {
+            if let configured = config.tcpAddress {
+                logger.notice("socket activation: serving the TCP socket passed by systemd; RELAY_TCP_ADDR is ignored",
+                              metadata: ["tcp": "\(tcp.address)", "RELAY_TCP_ADDR": "\(configured)"])
+            } else {
+                logger.info("socket activation: serving the TCP socket passed by systemd", metadata: ["tcp": "\(tcp.address)"])
+            }
         }
-        var addr = sockaddr_un()
-        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
-        let path = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        } == 0 ? withUnsafeBytes(of: addr.sun_path) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) } : "fd 3"
-        if let configured = env["RELAY_SOCKET"], !configured.isEmpty {
-            logger.notice("socket activation: serving the socket passed by systemd; RELAY_SOCKET is ignored",
-                          metadata: ["socket": "\(path)", "RELAY_SOCKET": "\(configured)"])
-        } else {
-            logger.info("socket activation: serving the socket passed by systemd", metadata: ["socket": "\(path)"])
+        return found
+    }
+
+    /// The IP address and port of an AF_INET / AF_INET6 socket address.
+    private static func tcpAddress(_ storage: sockaddr_storage) -> TCPListenAddress? {
+        let family = Int32(storage.ss_family)
+        return withUnsafeBytes(of: storage) { raw -> TCPListenAddress? in
+            switch family {
+            case AF_INET:
+                let sin = raw.load(as: sockaddr_in.self)
+                return TCPListenAddress.fromSocketAddress(bytes: withUnsafeBytes(of: sin.sin_addr) { Array($0) }, port: Int(UInt16(bigEndian: sin.sin_port)))
+            case AF_INET6:
+                let sin6 = raw.load(as: sockaddr_in6.self)
+                return TCPListenAddress.fromSocketAddress(bytes: withUnsafeBytes(of: sin6.sin6_addr) { Array($0) }, port: Int(UInt16(bigEndian: sin6.sin6_port)))
+            default:
+                return nil
+            }
         }
-        return (fd, path)
+    }
+
+    /// `ip:port` (`[v6]:port`) of a TCP peer, as CLIENT INFO's addr shows it.
+    static func ipPort(_ address: SocketAddress?) -> String? {
+        guard let address, let ip = address.ipAddress, let port = address.port else { return nil }
+        return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 
     private static func raiseOpenFileLimit(logger: Logger) {

@@ -14,6 +14,8 @@ struct RelaySnapshot: Sendable {
     var redis: RedisLinkStatus?
     /// nil when no Postgres bridge is configured.
     var postgres: PostgresBridgeStatus?
+    /// The TCP listener; nil when there is none.
+    var tcp: TCPListenerInfo?
 
     /// `redis`: nil when not configured, else whether it is up (forwarding).
     static func statusLine(isServing: Bool, clients: Int, redis: Bool?, postgres: String?) -> String {
@@ -25,7 +27,14 @@ struct RelaySnapshot: Sendable {
     var healthJSON: String {
         "{\"status\":\"\(isServing ? "serving" : "stopping")\",\"degraded\":\(redis.map { !$0.forwarding } ?? false),\"clients\":\(clients),"
             + "\"socket\":\(RelayLogHandler.jsonString(socketPath)),"
+            + "\"listeners\":{\"unix\":{\"path\":\(RelayLogHandler.jsonString(socketPath)),\"listening\":\(isServing)},\"tcp\":\(tcpJSON)},"
             + "\"upstreams\":{\"redis\":\(redisJSON),\"postgres\":\(postgresJSON)}}"
+    }
+
+    private var tcpJSON: String {
+        guard let t = tcp else { return "\"not configured\"" }
+        return "{\"address\":\(RelayLogHandler.jsonString(t.address.description)),\"port\":\(t.address.port),"
+            + "\"listening\":\(isServing),\"activated\":\(t.activated),\"password\":\(t.passwordRequired)}"
     }
 
     private var postgresJSON: String {
@@ -41,4 +50,13 @@ struct RelaySnapshot: Sendable {
             + "\"reconnects\":\(r.counters.reconnects),\"last_error\":\(RelayLogHandler.jsonString(r.lastError)),"
             + "\"topology\":\"\(r.topology)\",\"master\":\(RelayLogHandler.jsonString(r.master)),\"master_switches\":\(r.counters.masterSwitches)}"
     }
+}
+
+/// The TCP listener as INFO, /health and /metrics show it.
+struct TCPListenerInfo: Sendable {
+    var address: TCPListenAddress
+    /// Passed by systemd (socket activation) rather than bound from `RELAY_TCP_ADDR`.
+    var activated: Bool
+    /// Clients must AUTH (as on every listener when a password is set).
+    var passwordRequired: Bool
 }

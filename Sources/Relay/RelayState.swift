@@ -32,6 +32,10 @@ final class RelayState {
     /// The TLS files of a `rediss://` backplane as last read (start-up or reload): each new
     /// upstream connection takes the current one.
     var redisTLS: RedisTLS?
+    /// The TCP listener once it listens (set by the server); nil without one.
+    var tcpListener: TCPListenerInfo?
+    /// Failed AUTHs are logged at most once a second (all are counted).
+    private var authFailureLog = AuthFailureLogLimiter()
 
     init(config: RelayConfig, socketPath: String, eventLoop: EventLoop, logger: Logger, redisTLS: RedisTLS? = nil) {
         self.config = config
@@ -47,6 +51,8 @@ final class RelayState {
         executor.clientInfoLine = { [unowned self] client in self.clientInfoLine(client) }
         executor.unknownCommand = { client, name in client.logUnknownCommand(name) }
         executor.debugCommandEnabled = config.debugCommandEnabled
+        executor.password = config.password
+        executor.authFailed = { [unowned self] client, user in self.logAuthFailure(client, user: user) }
         executor.debugSleep = { seconds in
             var remaining = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
             var left = timespec()
@@ -97,12 +103,28 @@ final class RelayState {
             isServing: isServing, socketPath: socketPath, clients: clients.count,
             channelSubscriptions: totals.channels, patternSubscriptions: totals.patterns,
             counters: RelayCounters(stats: stats.counts, redis: redis?.counters, postgres: pg?.counters),
-            redis: redis, postgres: pg)
+            redis: redis, postgres: pg, tcp: tcpListener)
     }
 
-    func makeClient() -> ClientConnection {
+    /// `peer`: the client's `ip:port` on the TCP listener, nil on the Unix socket.
+    func makeClient(peer: String? = nil, local: String? = nil) -> ClientConnection {
         defer { nextClientID += 1 }
-        return ClientConnection(id: nextClientID, state: self)
+        return ClientConnection(id: nextClientID, state: self, peer: peer, local: local)
+    }
+
+    /// One `warning` per second at most, however fast a client guesses; never the password,
+    /// nor the user name (a client that swapped the two would put its password there).
+    private func logAuthFailure(_ client: ClientConnection, user: ByteBuffer) {
+        let now = UInt64(NIODeadline.now().uptimeNanoseconds)
+        guard let notLogged = authFailureLog.failure(now: now) else { return }
+        var metadata: Logger.Metadata = [
+            "client": "\(client.session.id)", "listener": "\(client.peer == nil ? "unix" : "tcp")",
+            "user": "\(user.readableBytesView.elementsEqual("default".utf8) ? "default" : "(another user)")",
+            "auth_failures": "\(stats.counts.authFailures)",
+        ]
+        if let peer = client.peer { metadata["peer"] = "\(peer)" }
+        if notLogged > 0 { metadata["not_logged_since_last"] = "\(notLogged)" }
+        logger.warning("AUTH failed: wrong password or user (WRONGPASS); failures are logged at most once a second", metadata: metadata)
     }
 
     func clientConnected(_ client: ClientConnection) {
@@ -159,6 +181,11 @@ final class RelayState {
             "uptime_in_seconds:\(uptime)",
             "uptime_in_days:\(uptime / 86400)",
             "unix_socket:\(socketPath)",
+            // As Redis's tcp_port: 0 when there is no TCP listener.
+            "tcp_port:\(tcpListener?.address.port ?? 0)",
+            "tcp_address:\(tcpListener?.address.description ?? "")",
+            "tcp_activated:\(tcpListener?.activated == true ? 1 : 0)",
+            "password_required:\(config.password == nil ? "no" : "yes")",
         ]
     }
 
@@ -224,7 +251,8 @@ final class RelayState {
         let libVer = s.libVersion.map { String(decoding: $0, as: UTF8.self) } ?? ""
         let flags = s.inPubSubContext ? "P" : "N"
         let registry = hub.registry
-        return "id=\(s.id) addr=\(socketPath):0 laddr=\(socketPath):0 fd=-1 name=\(name) age=\(age) idle=\(idle) "
+        let addr = c.peer ?? "\(socketPath):0", laddr = c.local ?? "\(socketPath):0"
+        return "id=\(s.id) addr=\(addr) laddr=\(laddr) fd=-1 name=\(name) age=\(age) idle=\(idle) "
             + "flags=\(flags) db=\(s.db) sub=\(registry.channelCount(of: c)) psub=\(registry.patternCount(of: c)) ssub=0 "
             + "multi=-1 qbuf=\(c.queryBufferBytes) qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 "
             + "omem=\(c.bufferedOutputBytes) tot-mem=0 events=r cmd=\(s.lastCommand) user=default redir=-1 "

@@ -69,9 +69,11 @@ struct EnvironmentOptions: ParsableArguments {
                 }
             }
         }
-        let config: RelayConfig
+        var config: RelayConfig
         do {
             config = try RelayConfig.parse(environment: env, isRoot: geteuid() == 0)
+            // Read here, like the TLS files: an unreadable file is a configuration error.
+            try config.loadPassword { path in Self.readBytes(path) }
         } catch {
             return .failure(error)
         }
@@ -93,22 +95,30 @@ struct EnvironmentOptions: ParsableArguments {
         return .success(Loaded(config: config, fileKeys: fileKeys, redisTLS: redisTLS))
     }
 
-    private static func readFile(_ path: String) -> Result<String, ConfigError> {
+    /// A whole file's bytes, or strerror's text.
+    static func readBytes(_ path: String) -> Result<[UInt8], RelayConfig.FileReadFailure> {
         let fd = open(path, O_RDONLY)
-        if fd < 0 {
-            return .failure(ConfigError("--env-file \(path)", "cannot read it (\(String(cString: strerror(errno)))); give a readable env file"))
-        }
+        if fd < 0 { return .failure(.init(String(cString: strerror(errno)))) }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = read(fd, &chunk, chunk.count)
             if n < 0 && errno == EINTR { continue }
-            if n < 0 {
-                return .failure(ConfigError("--env-file \(path)", "cannot read it (\(String(cString: strerror(errno)))); give a readable env file"))
-            }
+            if n < 0 { return .failure(.init(String(cString: strerror(errno)))) }
             if n == 0 { break }
             bytes += chunk[0..<n]
+        }
+        return .success(bytes)
+    }
+
+    private static func readFile(_ path: String) -> Result<String, ConfigError> {
+        let bytes: [UInt8]
+        switch readBytes(path) {
+        case .failure(let failure):
+            return .failure(ConfigError("--env-file \(path)", "cannot read it (\(failure.reason)); give a readable env file"))
+        case .success(let read):
+            bytes = read
         }
         guard let text = String(validating: bytes, as: UTF8.self) else {
             return .failure(ConfigError("--env-file \(path)", "not UTF-8 text"))
@@ -199,6 +209,19 @@ struct CheckConfig: ParsableCommand {
     /// passwords masked, as the relay logs them.
     static func summary(_ config: RelayConfig, tls: RedisTLS? = nil) -> String {
         var parts = ["configuration OK: socket \(config.socketPath) mode \(String(config.socketMode, radix: 8))"]
+        if let tcp = config.tcpAddress {
+            let reach = tcp.isLoopback ? "loopback" : "reachable from other hosts (RELAY_TCP_ALLOW_REMOTE=yes), plaintext"
+            let warning = config.requiresPassword ? "" : ", no password: any local user can connect"
+            parts.append("tcp \(tcp) (\(reach)\(warning))")
+        } else {
+            parts.append("tcp off")
+        }
+        if config.requiresPassword {
+            let source = config.passwordFile.map { "from RELAY_PASSWORD_FILE \($0)" } ?? "from RELAY_PASSWORD"
+            parts.append("password *** \(source) required on every listener (AUTH, as Redis's requirepass)")
+        } else {
+            parts.append("no password")
+        }
         if let redis = config.redisURL {
             parts.append("redis backplane \(redis.redacted)" + (tls.map { " over TLS (\($0.summary))" } ?? "") + " (namespace '\(config.namespace)')")
             if let sentinel = redis.sentinel {

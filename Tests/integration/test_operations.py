@@ -586,6 +586,8 @@ SPEC_METRICS = [
     ("pubsub_relay_protocol_errors_total", "counter", None),
     ("pubsub_relay_commands_rejected_total", "counter", None),
     ("pubsub_relay_accept_errors_total", "counter", ("reason", ["fd_limit", "no_memory"])),
+    ("pubsub_relay_auth_failures_total", "counter", None),
+    ("pubsub_relay_listening", "gauge", ("listener", ["unix", "tcp"])),
     ("pubsub_relay_upstream_up", "gauge", ("upstream", ["redis", "postgres"])),
     ("pubsub_relay_upstream_reconnects_total", "counter", ("upstream", ["redis", "postgres"])),
     ("pubsub_relay_upstream_gaps_total", "counter", ("upstream", ["redis", "postgres"])),
@@ -850,6 +852,7 @@ INFO_COUNTER_SERIES = {
     "security_disconnects": ("pubsub_relay_disconnects_total", {"reason": "security"}),
     "accept_errors_fd_limit": ("pubsub_relay_accept_errors_total", {"reason": "fd_limit"}),
     "accept_errors_no_memory": ("pubsub_relay_accept_errors_total", {"reason": "no_memory"}),
+    "auth_failures": ("pubsub_relay_auth_failures_total", {}),
     "redis_reconnects": ("pubsub_relay_upstream_reconnects_total", {"upstream": "redis"}),
     "redis_gaps": ("pubsub_relay_upstream_gaps_total", {"upstream": "redis"}),
     "redis_gap_seconds_total": ("pubsub_relay_upstream_gap_seconds_total", {"upstream": "redis"}),
@@ -872,7 +875,8 @@ INFO_COUNTER_SERIES = {
 # other INFO field is taken for a counter and must be in INFO_COUNTER_SERIES.
 INFO_NOT_COUNTERS = {
     "redis_version", "relay_version", "redis_mode", "relay_mode", "os", "arch_bits", "process_id",
-    "uptime_in_seconds", "uptime_in_days", "unix_socket",
+    "uptime_in_seconds", "uptime_in_days", "unix_socket", "tcp_port", "tcp_address", "tcp_activated",
+    "password_required",
     "connected_clients", "pubsub_clients", "client_output_buffer_limit_pubsub", "max_message_bytes",
     "redis_backplane", "redis_url", "redis_relay_id", "redis_state", "redis_subscriber_link",
     "redis_publisher_link", "redis_degraded", "redis_degraded_since", "redis_degraded_seconds",

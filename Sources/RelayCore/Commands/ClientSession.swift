@@ -12,9 +12,13 @@ public struct ClientSession: Sendable {
     public var inPubSubContext = false
     /// The full name of the last command (`client|info`), as CLIENT INFO shows it.
     public var lastCommand = "NULL"
+    /// Redis's `c->authenticated`: false until AUTH (or HELLO … AUTH) gives the password, when
+    /// one is set; true from the start without one. RESET sets it back to the start value.
+    public var authenticated: Bool
 
-    public init(id: Int) {
+    public init(id: Int, authenticated: Bool = true) {
         self.id = id
+        self.authenticated = authenticated
     }
 }
 

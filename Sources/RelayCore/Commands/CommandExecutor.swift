@@ -29,6 +29,15 @@ public final class CommandExecutor<Client: RelayClient> {
     public var debugSleep: (Double) -> Void = { _ in }
     /// The Redis backplane, when `REDIS_URL` is set; nil in local mode.
     public var backplane: (any Backplane<Client>)?
+    /// `RELAY_PASSWORD`: the `default` user's password, as Redis's `requirepass`; nil: none
+    /// (any password is accepted for `default`, as by a Redis whose `default` user is `nopass`).
+    public var password: RelayPassword?
+    /// Told of each failed AUTH / HELLO AUTH (the edge logs it, rate-limited); already counted
+    /// and answered. The user name is passed, never the password.
+    public var authFailed: (Client, ByteBuffer) -> Void = { _, _ in }
+
+    /// Whether a new connection starts authenticated: only when no password is set.
+    public var newClientsAuthenticated: Bool { password == nil }
 
     public init(hub: PubSubHub<Client>) {
         self.hub = hub
@@ -69,6 +78,12 @@ public final class CommandExecutor<Client: RelayClient> {
             return .proceed
         }
         client.session.lastCommand = spec.fullName
+        // As Redis's processCommand: after the name and arity checks, before anything else.
+        if !client.session.authenticated && !spec.allowedUnauthenticated {
+            stats.counts.rejectedCommands += 1
+            writeError(&out, Array("NOAUTH Authentication required.".utf8))
+            return .proceed
+        }
         if client.session.inPubSubContext && client.session.resp == .resp2 && !spec.allowedWhenSubscribed {
             stats.counts.rejectedCommands += 1
             writeError(&out, Array("ERR Can't execute '\(spec.fullName)': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context".utf8))
@@ -149,6 +164,8 @@ public final class CommandExecutor<Client: RelayClient> {
             client.session.db = 0
             client.session.name = nil
             client.session.inPubSubContext = false
+            // Redis's clientSetDefaultAuth: back to `default`, unauthenticated if it has a password.
+            client.session.authenticated = newClientsAuthenticated
             out.writeRESPSimpleString("RESET")
         case .hello:
             hello(args, client, &out)
@@ -156,7 +173,7 @@ public final class CommandExecutor<Client: RelayClient> {
             select(args, &out)
                 .map { client.session.db = $0 }
         case .auth:
-            auth(args, &out)
+            auth(args, client, &out)
         case .info:
             let sections = args.dropFirst().map { String(decoding: $0.readableBytesView.map(ASCII.lower), as: UTF8.self) }
             out.writeRESPVerbatimText(infoText(sections), v)
@@ -343,13 +360,17 @@ public final class CommandExecutor<Client: RelayClient> {
             version = parsed
             next = 2
         }
+        // Redis 7.0.15 runs the options in order as it reads them: an AUTH authenticates (or
+        // fails the command) there and then, a SETNAME sets the name there and then — even for a
+        // client that is not authenticated and gets NOAUTH below — and a bad option fails the
+        // command with what the earlier options did kept.
         var j = next
         while j < args.count {
             let moreArgs = args.count - 1 - j
             let option = args[j].readableBytesView
             if ASCII.equalsIgnoringCase(option, "AUTH") && moreArgs >= 2 {
-                guard Self.authenticates(user: args[j + 1]) else {
-                    writeError(&out, Array("WRONGPASS invalid username-password pair or user is disabled.".utf8))
+                guard authenticate(user: args[j + 1], password: args[j + 2], client) else {
+                    writeError(&out, Array(Self.wrongPass.utf8))
                     return
                 }
                 j += 3
@@ -365,6 +386,10 @@ public final class CommandExecutor<Client: RelayClient> {
                 return
             }
         }
+        guard client.session.authenticated else {
+            writeError(&out, Array("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".utf8))
+            return
+        }
         if version != 0 { client.session.resp = version == 3 ? .resp3 : .resp2 }
         let v = client.session.resp
         out.writeRESPMapHeader(7, v)
@@ -377,10 +402,26 @@ public final class CommandExecutor<Client: RelayClient> {
         out.writeRESPBulk("modules"); out.writeRESPArrayHeader(0)
     }
 
-    /// The relay has no ACL: like a Redis whose `default` user is `nopass`, it accepts any
-    /// password for `default` and knows no other user.
-    private static func authenticates(user: ByteBuffer) -> Bool {
-        user.readableBytesView.elementsEqual("default".utf8)
+    static var wrongPass: String { "WRONGPASS invalid username-password pair or user is disabled." }
+
+    /// Redis's ACLAuthenticateUser for the one user there is, `default`: with a password, it
+    /// must match (compared in constant time); without one (`nopass`), any password does. A
+    /// success authenticates the client; a failure is counted, reported to the edge, and leaves
+    /// the client as it was (an authenticated client stays authenticated, as in Redis).
+    private func authenticate(user: ByteBuffer, password candidate: ByteBuffer, _ client: Client) -> Bool {
+        let ok: Bool
+        if let password {
+            ok = password.authenticates(user: user.readableBytesView, password: candidate.readableBytesView)
+        } else {
+            ok = user.readableBytesView.elementsEqual("default".utf8)
+        }
+        if ok {
+            client.session.authenticated = true
+        } else {
+            stats.counts.authFailures += 1
+            authFailed(client, user)
+        }
+        return ok
     }
 
     /// `DEBUG SLEEP <seconds>`: blocks the event loop, as Redis's does — a test hook for the
@@ -403,15 +444,15 @@ public final class CommandExecutor<Client: RelayClient> {
         out.writeRESPSimpleString("OK")
     }
 
-    private func auth(_ args: [ByteBuffer], _ out: inout ByteBuffer) {
+    private func auth(_ args: [ByteBuffer], _ client: Client, _ out: inout ByteBuffer) {
         if args.count > 3 {
             writeError(&out, Array("ERR syntax error".utf8))
-        } else if args.count == 2 {
+        } else if args.count == 2 && password == nil {
             writeError(&out, Array("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".utf8))
-        } else if Self.authenticates(user: args[1]) {
+        } else if authenticate(user: args.count == 2 ? ByteBuffer(string: "default") : args[1], password: args[args.count - 1], client) {
             out.writeRESPSimpleString("OK")
         } else {
-            writeError(&out, Array("WRONGPASS invalid username-password pair or user is disabled.".utf8))
+            writeError(&out, Array(Self.wrongPass.utf8))
         }
     }
 

@@ -18,14 +18,18 @@ struct CommandSpec: Sendable {
     let handler: Handler
     /// Allowed in the RESP2 subscribed context.
     let allowedWhenSubscribed: Bool
+    /// Redis's `CMD_NO_AUTH`: runs before the client has authenticated.
+    let allowedUnauthenticated: Bool
     let subcommands: [CommandSpec]
 
-    init(_ name: String, _ arity: Int, _ handler: Handler, subscribed: Bool = false, parent: String? = nil, subcommands: [CommandSpec] = []) {
+    init(_ name: String, _ arity: Int, _ handler: Handler, subscribed: Bool = false, noAuth: Bool = false,
+         parent: String? = nil, subcommands: [CommandSpec] = []) {
         self.fullName = parent.map { "\($0)|\(name)" } ?? name
         self.nameBytes = Array(name.utf8)
         self.arity = arity
         self.handler = handler
         self.allowedWhenSubscribed = subscribed
+        self.allowedUnauthenticated = noAuth
         self.subcommands = subcommands
     }
 
@@ -44,11 +48,12 @@ enum CommandTable {
         CommandSpec("punsubscribe", -1, .punsubscribe, subscribed: true),
         CommandSpec("ping", -1, .ping, subscribed: true),
         CommandSpec("echo", 2, .echo),
-        CommandSpec("quit", -1, .quit, subscribed: true),
-        CommandSpec("reset", 1, .reset, subscribed: true),
-        CommandSpec("hello", -1, .hello),
+        // AUTH, HELLO, QUIT and RESET are Redis 7.0's CMD_NO_AUTH commands.
+        CommandSpec("quit", -1, .quit, subscribed: true, noAuth: true),
+        CommandSpec("reset", 1, .reset, subscribed: true, noAuth: true),
+        CommandSpec("hello", -1, .hello, noAuth: true),
         CommandSpec("select", 2, .select),
-        CommandSpec("auth", -2, .auth),
+        CommandSpec("auth", -2, .auth, noAuth: true),
         CommandSpec("info", -1, .info),
         CommandSpec("debug", -2, .debug),
         CommandSpec("client", -2, .container, subcommands: [

@@ -38,6 +38,20 @@ public struct RelayConfig: Sendable, Equatable {
     public var logFormat = LogFormat.text
     /// `DEBUG SLEEP` on the socket (a test hook that blocks the event loop); off in production.
     public var debugCommandEnabled = false
+    /// `RELAY_TCP_ADDR`: the optional TCP listener; nil when off.
+    public var tcpAddress: TCPListenAddress?
+    /// `RELAY_TCP_ALLOW_REMOTE`: a TCP address other hosts can reach is accepted (a password is
+    /// then required).
+    public var tcpAllowRemote = false
+    /// `RELAY_PASSWORD`, or the contents of `RELAY_PASSWORD_FILE` once the caller has read it
+    /// (`passwordFile` is set and this is nil until then); nil: no password, as Redis without
+    /// `requirepass`.
+    public var password: RelayPassword?
+    /// `RELAY_PASSWORD_FILE`: the file the caller reads into `password` (`loadPassword`).
+    public var passwordFile: String?
+
+    /// Whether a password is configured (given, or to be read from its file).
+    public var requiresPassword: Bool { password != nil || passwordFile != nil }
 
     public static func defaultSocketPath(isRoot: Bool) -> String {
         isRoot ? "/run/pubsub-relay/relay.sock" : "./relay.sock"
@@ -52,6 +66,7 @@ public struct RelayConfig: Sendable, Equatable {
         "RELAY_METRICS_ADDR", "RELAY_LOG_LEVEL", "RELAY_LOG_FORMAT", "RELAY_ENABLE_DEBUG_COMMAND",
         "RELAY_REDIS_TIMEOUT", "RELAY_REDIS_BACKOFF_MAX", "RELAY_LEADER_TTL",
         "RELAY_REDIS_SENTINEL_USERNAME", "RELAY_REDIS_SENTINEL_PASSWORD",
+        "RELAY_TCP_ADDR", "RELAY_TCP_ALLOW_REMOTE", "RELAY_PASSWORD", "RELAY_PASSWORD_FILE",
     ] + RedisTLSOptions.variables
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -164,13 +179,55 @@ public struct RelayConfig: Sendable, Equatable {
             c.logFormat = f
         }
         if let debug = value("RELAY_ENABLE_DEBUG_COMMAND") {
-            switch debug.lowercased() {
-            case "yes", "true", "1": c.debugCommandEnabled = true
-            case "no", "false", "0": c.debugCommandEnabled = false
-            default: throw ConfigError("RELAY_ENABLE_DEBUG_COMMAND", "'\(debug)' is not yes or no")
-            }
+            c.debugCommandEnabled = try yesNo(debug, "RELAY_ENABLE_DEBUG_COMMAND")
         }
+        try listenerAndPassword(env, value, into: &c)
         return c
+    }
+
+    private static func yesNo(_ text: String, _ variable: String) throws(ConfigError) -> Bool {
+        switch text.lowercased() {
+        case "yes", "true", "1": return true
+        case "no", "false", "0": return false
+        default: throw ConfigError(variable, "'\(text)' is not yes or no")
+        }
+    }
+
+    /// The TCP listener and the password, which depend on each other: an address other hosts can
+    /// reach needs `RELAY_TCP_ALLOW_REMOTE=yes`, and that needs a password.
+    private static func listenerAndPassword(_ env: [String: String], _ value: (String) -> String?, into c: inout RelayConfig) throws(ConfigError) {
+        // The password is taken as given: leading or trailing spaces may be part of it.
+        let password = env["RELAY_PASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
+        c.passwordFile = value("RELAY_PASSWORD_FILE")
+        if password != nil && c.passwordFile != nil {
+            throw ConfigError("RELAY_PASSWORD_FILE", "is set together with RELAY_PASSWORD; give the password one way, the variable or the file")
+        }
+        if let password { c.password = try RelayPassword.fromVariable(password) }
+        if let allow = value("RELAY_TCP_ALLOW_REMOTE") {
+            c.tcpAllowRemote = try yesNo(allow, "RELAY_TCP_ALLOW_REMOTE")
+        }
+        if let address = value("RELAY_TCP_ADDR") {
+            let a = try TCPListenAddress.parse(address)
+            if !a.isLoopback && !c.tcpAllowRemote {
+                throw ConfigError("RELAY_TCP_ADDR", "\(a) is not a loopback address; the TCP listener takes 127.0.0.0/8 or [::1] (e.g. 127.0.0.1:6380), or set RELAY_TCP_ALLOW_REMOTE=yes with RELAY_PASSWORD to listen where other hosts can connect")
+            }
+            c.tcpAddress = a
+        }
+        if c.tcpAllowRemote && !c.requiresPassword {
+            throw ConfigError("RELAY_TCP_ALLOW_REMOTE", "is yes but no password is set; other hosts may connect only with one: set RELAY_PASSWORD or RELAY_PASSWORD_FILE")
+        }
+    }
+
+    /// Reads `RELAY_PASSWORD_FILE` into `password` with `readFile` (the file's bytes, or the
+    /// reason it cannot be read, e.g. strerror's text). Nothing to do without the variable.
+    public mutating func loadPassword(readFile: (String) -> Result<[UInt8], FileReadFailure>) throws(ConfigError) {
+        guard let path = passwordFile else { return }
+        switch readFile(path) {
+        case .failure(let failure):
+            throw ConfigError("RELAY_PASSWORD_FILE", "cannot read \(path) (\(failure.reason)); give a readable file whose first line is the password")
+        case .success(let contents):
+            password = try RelayPassword.fromFile(contents: contents, path: path)
+        }
     }
 
     /// What a reload (SIGHUP) can apply without reconnecting, and what needs a restart.
@@ -227,6 +284,11 @@ public struct RelayConfig: Sendable, Equatable {
         restart("RELAY_NAMESPACE", namespace, new.namespace)
         restart("RELAY_METRICS_ADDR", metricsAddress, new.metricsAddress)
         restart("RELAY_LOG_FORMAT", logFormat, new.logFormat)
+        restart("RELAY_TCP_ADDR", tcpAddress, new.tcpAddress)
+        restart("RELAY_TCP_ALLOW_REMOTE", tcpAllowRemote, new.tcpAllowRemote)
+        // Named by the variable only: the log line must never show a password.
+        restart(passwordFile != nil || new.passwordFile != nil ? "RELAY_PASSWORD_FILE" : "RELAY_PASSWORD",
+                PasswordSetting(password, passwordFile), PasswordSetting(new.password, new.passwordFile))
         return plan
     }
 
@@ -241,6 +303,22 @@ public struct RelayConfig: Sendable, Equatable {
         c.debugCommandEnabled = new.debugCommandEnabled
         if redisURL == new.redisURL { c.redisTLS = new.redisTLS }
         return c
+    }
+
+    /// Why a file could not be read (strerror's text).
+    public struct FileReadFailure: Error, Sendable {
+        public var reason: String
+        public init(_ reason: String) { self.reason = reason }
+    }
+
+    /// What a reload compares of the password settings.
+    private struct PasswordSetting: Equatable {
+        var password: RelayPassword?
+        var file: String?
+        init(_ password: RelayPassword?, _ file: String?) {
+            self.password = password
+            self.file = file
+        }
     }
 
     /// The sentinels' own credentials, kept in the sentinel part of `REDIS_URL` (README,

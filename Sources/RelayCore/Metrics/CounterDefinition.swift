@@ -100,6 +100,8 @@ public enum RelayCounterTable {
         .count(.stats, "security_disconnects", "disconnects_total", [("reason", "security")], disconnectHelp) { $0.stats.securityDisconnects },
         .count(.stats, "accept_errors_fd_limit", "accept_errors_total", [("reason", "fd_limit")], acceptHelp) { $0.stats.acceptErrorsFDLimit },
         .count(.stats, "accept_errors_no_memory", "accept_errors_total", [("reason", "no_memory")], acceptHelp) { $0.stats.acceptErrorsNoMemory },
+        .count(.stats, "auth_failures", "auth_failures_total",
+               "AUTH and HELLO AUTH attempts refused with WRONGPASS (a wrong password or user).") { $0.stats.authFailures },
     ]
 
     /// One row per `ProtocolError.allReasons` (sorted, as INFO lists them), so each series exists

@@ -33,6 +33,8 @@ public final class RelayStats {
         /// ENFILE) or kernel memory (ENOBUFS, ENOMEM); accepting pauses meanwhile.
         public var acceptErrorsFDLimit = 0
         public var acceptErrorsNoMemory = 0
+        /// AUTH / HELLO AUTH refused (WRONGPASS).
+        public var authFailures = 0
 
         public init() {}
 

@@ -32,6 +32,14 @@ public struct RequestParser {
     }
 
     public var limits: Limits
+    /// The client has not authenticated while a password is set (Redis's `authRequired`): a
+    /// multibulk of more than 10 arguments or a bulk over 16384 bytes is then refused, as Redis
+    /// refuses them, so that a client without the password cannot make the relay buffer much.
+    /// The caller sets it before each `next` (AUTH runs between requests).
+    public var unauthenticated = false
+    /// Redis's limits on a request from an unauthenticated client.
+    public static let unauthenticatedMaxArguments = 10
+    public static let unauthenticatedMaxBulkLength = 16384
     private var progress = Progress()
     /// Bytes examined while looking for line ends, over the parser's life (the tests hold it to
     /// about one pass over the input, however it is split into reads).
@@ -140,6 +148,7 @@ public struct RequestParser {
             guard let count = RedisInteger.parse(view[(base + 1)..<cr]), count <= Int64(Int32.max) else {
                 throw .invalidMultibulkLength
             }
+            if unauthenticated && count > Int64(Self.unauthenticatedMaxArguments) { throw .unauthenticatedMultibulkLength }
             let afterCount = cr + 2 - base
             if count <= 0 { return afterCount }
             if count > Int64(limits.maxArguments) { throw .tooManyArguments(Int(count), limit: limits.maxArguments) }
@@ -163,6 +172,7 @@ public struct RequestParser {
             guard length <= Int64(limits.maxBulkLength) else {
                 throw .bulkTooLarge(Int(clamping: length), limit: limits.maxBulkLength)
             }
+            if unauthenticated && length > Int64(Self.unauthenticatedMaxBulkLength) { throw .unauthenticatedBulkLength }
             let dataStart = lineEnd + 2
             let bulk = Int(length)
             if end - dataStart < bulk + 2 {
@@ -212,6 +222,9 @@ public enum ProtocolError: Error, Equatable, Sendable {
     case bulkTooLarge(Int, limit: Int)
     /// More arguments than `RELAY_MAX_ARGUMENTS`.
     case tooManyArguments(Int, limit: Int)
+    /// Before AUTH (with a password set): more than 10 arguments, or a bulk over 16384 bytes.
+    case unauthenticatedMultibulkLength
+    case unauthenticatedBulkLength
 
     /// The error line sent to the client: byte for byte what Redis sends.
     public var replyText: String {
@@ -225,6 +238,8 @@ public enum ProtocolError: Error, Equatable, Sendable {
             // Redis formats the byte with %c: the raw byte goes out as is.
             return "ERR Protocol error: expected '$', got '\(Character(Unicode.Scalar(got)))'"
         case .invalidBulkLength, .bulkTooLarge: return "ERR Protocol error: invalid bulk length"
+        case .unauthenticatedMultibulkLength: return "ERR Protocol error: unauthenticated multibulk length"
+        case .unauthenticatedBulkLength: return "ERR Protocol error: unauthenticated bulk length"
         }
     }
 
@@ -242,7 +257,7 @@ public enum ProtocolError: Error, Equatable, Sendable {
     public static let allReasons = [
         "inline_too_big", "unbalanced_quotes", "mbulk_count_too_big", "invalid_mbulk_length",
         "bulk_count_too_big", "expected_dollar", "invalid_bulk_length", "bulk_over_max_message_bytes",
-        "over_max_arguments",
+        "over_max_arguments", "unauthenticated_mbulk_length", "unauthenticated_bulk_length",
     ]
 
     /// A short stable name, used as the metric label and in the log line.
@@ -257,6 +272,8 @@ public enum ProtocolError: Error, Equatable, Sendable {
         case .invalidBulkLength: return "invalid_bulk_length"
         case .bulkTooLarge: return "bulk_over_max_message_bytes"
         case .tooManyArguments: return "over_max_arguments"
+        case .unauthenticatedMultibulkLength: return "unauthenticated_mbulk_length"
+        case .unauthenticatedBulkLength: return "unauthenticated_bulk_length"
         }
     }
 

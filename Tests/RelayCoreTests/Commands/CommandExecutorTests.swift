@@ -499,3 +499,119 @@ private func hello(proto: Int, id: Int) -> String {
         #expect(!list.contains("debug"))
     }
 }
+
+/// With `RELAY_PASSWORD` set: Redis 7.0.15 started with `--requirepass secret`, reply for reply
+/// (captured from it over TCP and over its Unix socket).
+@Suite struct CommandExecutorPasswordTests {
+    private static let noauth = "-NOAUTH Authentication required.\r\n"
+    private static let wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    private static let helloNoauth = "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"
+
+    private func relay() -> (Relay, TestClient) {
+        let relay = Relay()
+        relay.executor.password = RelayPassword(Array("secret".utf8))
+        let c = TestClient(id: 7)
+        c.session.authenticated = relay.executor.newClientsAuthenticated
+        #expect(!c.session.authenticated)
+        return (relay, c)
+    }
+
+    @Test func beforeAuthOnlyAuthHelloQuitResetRun() {
+        let (relay, c) = relay()
+        for command in [["PUBLISH", "a", "b"], ["PING"], ["SUBSCRIBE", "x"], ["PSUBSCRIBE", "*"], ["INFO"], ["SELECT", "1"],
+                        ["ECHO", "x"], ["COMMAND"], ["CLIENT", "GETNAME"], ["PUBSUB", "CHANNELS"], ["UNSUBSCRIBE"]] {
+            #expect(relay.replies(c, [command]) == Self.noauth, "\(command)")
+        }
+        #expect(relay.hub.registry.subscriptionCount(of: c) == 0)
+        #expect(!c.session.inPubSubContext)
+        // Unknown commands and wrong arities are answered as such first, as Redis checks them first.
+        #expect(relay.reply(c, "FOO") == "-ERR unknown command 'FOO', with args beginning with: \r\n")
+        #expect(relay.reply(c, "PUBLISH", "a") == "-ERR wrong number of arguments for 'publish' command\r\n")
+        #expect(relay.reply(c, "CLIENT", "FOO") == "-ERR unknown subcommand 'FOO'. Try CLIENT HELP.\r\n")
+        #expect(relay.reply(c, "AUTH") == "-ERR wrong number of arguments for 'auth' command\r\n")
+        #expect(relay.reply(c, "AUTH", "a", "b", "c") == "-ERR syntax error\r\n")
+        #expect(relay.reply(c, "RESET") == "+RESET\r\n")
+        let (quit, outcome) = relay.execute(c, utf8("QUIT"))
+        #expect(String(decoding: quit, as: UTF8.self) == "+OK\r\n" && outcome == .closeAfterReply)
+        #expect(relay.stats.counts.authFailures == 0)
+    }
+
+    @Test func authWithThePassword() {
+        let (relay, c) = relay()
+        #expect(relay.reply(c, "AUTH", "wrong") == Self.wrongpass)
+        #expect(relay.reply(c, "AUTH", "default", "wrong") == Self.wrongpass)
+        #expect(relay.reply(c, "AUTH", "bob", "secret") == Self.wrongpass)
+        #expect(relay.reply(c, "PING") == Self.noauth)
+        #expect(relay.stats.counts.authFailures == 3)
+        #expect(relay.reply(c, "AUTH", "secret") == "+OK\r\n")
+        #expect(relay.reply(c, "PING") == "+PONG\r\n")
+        // A failed AUTH later leaves the client authenticated, as in Redis.
+        #expect(relay.reply(c, "AUTH", "wrong") == Self.wrongpass)
+        #expect(relay.reply(c, "PING") == "+PONG\r\n")
+        // RESET goes back to the default user, which has a password: unauthenticated again.
+        #expect(relay.reply(c, "RESET") == "+RESET\r\n")
+        #expect(relay.reply(c, "PING") == Self.noauth)
+        #expect(relay.reply(c, "AUTH", "default", "secret") == "+OK\r\n")
+        #expect(relay.reply(c, "PUBLISH", "a", "b") == ":0\r\n")
+        #expect(relay.stats.counts.authFailures == 4)
+    }
+
+    @Test func helloBeforeAuth() {
+        let (relay, c) = relay()
+        #expect(relay.reply(c, "HELLO") == Self.helloNoauth)
+        #expect(relay.reply(c, "HELLO", "3") == Self.helloNoauth)
+        #expect(relay.reply(c, "HELLO", "4") == "-NOPROTO unsupported protocol version\r\n")
+        #expect(relay.reply(c, "HELLO", "x") == "-ERR Protocol version is not an integer or out of range\r\n")
+        #expect(relay.reply(c, "HELLO", "3", "SETNAME", "a b") == "-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
+        #expect(relay.reply(c, "HELLO", "3", "FOO") == "-ERR Syntax error in HELLO option 'FOO'\r\n")
+        #expect(relay.reply(c, "HELLO", "3", "AUTH", "default", "bad") == Self.wrongpass)
+        #expect(relay.reply(c, "HELLO", "3", "AUTH", "bob", "secret") == Self.wrongpass)
+        #expect(c.session.resp == .resp2 && !c.session.authenticated)
+        #expect(relay.reply(c, "HELLO", "3", "AUTH", "default", "secret", "SETNAME", "n") == hello(proto: 3, id: 7))
+        #expect(c.session.resp == .resp3 && c.session.authenticated)
+        #expect(relay.reply(c, "CLIENT", "GETNAME") == "$1\r\nn\r\n")
+        // Wrong credentials in a later HELLO: refused, the protocol kept, still authenticated.
+        #expect(relay.reply(c, "HELLO", "2", "AUTH", "default", "wrong") == Self.wrongpass)
+        #expect(c.session.resp == .resp3)
+        #expect(relay.reply(c, "PING") == "+PONG\r\n")
+    }
+
+    /// Redis 7.0.15 runs HELLO's options in order: what an earlier option did stays when a later
+    /// one fails, and a failed one stops the rest.
+    @Test func helloRunsItsOptionsInOrder() {
+        let (relay, c) = relay()
+        #expect(relay.reply(c, "HELLO", "3", "SETNAME", "n0") == Self.helloNoauth)
+        #expect(relay.reply(c, "HELLO", "3", "SETNAME", "a b", "AUTH", "default", "secret")
+            == "-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
+        #expect(!c.session.authenticated)
+        #expect(relay.reply(c, "HELLO", "3", "AUTH", "default", "wrong", "SETNAME", "zz") == Self.wrongpass)
+        #expect(relay.reply(c, "HELLO", "3", "AUTH", "default", "secret", "FOO") == "-ERR Syntax error in HELLO option 'FOO'\r\n")
+        #expect(c.session.authenticated && c.session.resp == .resp2)
+        // n0 was set by the refused HELLO; zz never was (its AUTH failed first).
+        #expect(relay.reply(c, "CLIENT", "GETNAME") == "$2\r\nn0\r\n")
+        #expect(relay.reply(c, "HELLO", "2", "SETNAME", "n1", "FOO") == "-ERR Syntax error in HELLO option 'FOO'\r\n")
+        #expect(relay.reply(c, "CLIENT", "GETNAME") == "$2\r\nn1\r\n")
+        #expect(relay.reply(c, "HELLO", "2", "SETNAME", "n2", "AUTH", "default", "wrong") == Self.wrongpass)
+        #expect(relay.reply(c, "CLIENT", "GETNAME") == "$2\r\nn2\r\n")
+    }
+
+    /// A RESP2 subscriber must not even AUTH (the subscribed-context error), as in Redis.
+    @Test func subscribedContextComesAfterAuth() {
+        let (relay, c) = relay()
+        #expect(relay.reply(c, "AUTH", "secret") == "+OK\r\n")
+        _ = relay.reply(c, "SUBSCRIBE", "x")
+        #expect(relay.reply(c, "AUTH", "secret")
+            == "-ERR Can't execute 'auth': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n")
+    }
+
+    @Test func failuresAreReportedWithoutThePassword() {
+        let (relay, c) = relay()
+        var reported: [String] = []
+        relay.executor.authFailed = { _, user in reported.append(String(buffer: user)) }
+        _ = relay.reply(c, "AUTH", "guess1")
+        _ = relay.reply(c, "AUTH", "bob", "guess2")
+        _ = relay.reply(c, "HELLO", "3", "AUTH", "default", "guess3")
+        _ = relay.reply(c, "AUTH", "secret")
+        #expect(reported == ["default", "bob", "default"])
+    }
+}

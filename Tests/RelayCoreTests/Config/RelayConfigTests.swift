@@ -285,3 +285,91 @@ private func configError(_ env: [String: String], isRoot: Bool = false) -> Confi
         #expect(throws: ConfigError.self) { try config(["RELAY_ENABLE_DEBUG_COMMAND": "maybe"]) }
     }
 }
+
+/// RELAY_TCP_ADDR, RELAY_TCP_ALLOW_REMOTE, RELAY_PASSWORD and RELAY_PASSWORD_FILE, which depend
+/// on each other.
+@Suite struct ListenerAndPasswordConfigTests {
+    @Test func offByDefault() throws {
+        let c = try RelayConfig.parse(environment: [:], isRoot: false)
+        #expect(c.tcpAddress == nil)
+        #expect(!c.tcpAllowRemote)
+        #expect(c.password == nil)
+        #expect(c.passwordFile == nil)
+        #expect(!c.requiresPassword)
+    }
+
+    @Test func loopbackWithoutPasswordIsAllowed() throws {
+        let c = try RelayConfig.parse(environment: ["RELAY_TCP_ADDR": "127.0.0.1:6380"], isRoot: false)
+        #expect(c.tcpAddress?.description == "127.0.0.1:6380")
+        let v6 = try RelayConfig.parse(environment: ["RELAY_TCP_ADDR": "[::1]:6380", "RELAY_PASSWORD": "pw"], isRoot: false)
+        #expect(v6.tcpAddress?.isLoopback == true)
+        #expect(v6.password == RelayPassword(Array("pw".utf8)))
+    }
+
+    @Test func nonLoopbackNeedsAllowRemote() {
+        let e = configError(["RELAY_TCP_ADDR": "0.0.0.0:6380", "RELAY_PASSWORD": "pw"])
+        #expect(e?.variable == "RELAY_TCP_ADDR")
+        #expect(e?.message.contains("not a loopback address") == true)
+        #expect(e?.message.contains("RELAY_TCP_ALLOW_REMOTE=yes") == true)
+    }
+
+    @Test func allowRemoteNeedsAPassword() throws {
+        let e = configError(["RELAY_TCP_ADDR": "0.0.0.0:6380", "RELAY_TCP_ALLOW_REMOTE": "yes"])
+        #expect(e?.variable == "RELAY_TCP_ALLOW_REMOTE")
+        #expect(e?.message.contains("RELAY_PASSWORD") == true)
+        let c = try RelayConfig.parse(environment: ["RELAY_TCP_ADDR": "0.0.0.0:6380", "RELAY_TCP_ALLOW_REMOTE": "yes",
+                                                    "RELAY_PASSWORD_FILE": "/run/pw"], isRoot: false)
+        #expect(c.tcpAllowRemote && c.requiresPassword && c.password == nil)
+        #expect(c.tcpAddress?.isLoopback == false)
+    }
+
+    @Test func allowRemoteTakesYesOrNo() {
+        #expect(configError(["RELAY_TCP_ALLOW_REMOTE": "maybe"])?.variable == "RELAY_TCP_ALLOW_REMOTE")
+        #expect(configError(["RELAY_TCP_ALLOW_REMOTE": "no"]) == nil)
+    }
+
+    @Test func badAddressIsAConfigError() {
+        #expect(configError(["RELAY_TCP_ADDR": "localhost:6380"])?.variable == "RELAY_TCP_ADDR")
+        #expect(configError(["RELAY_TCP_ADDR": "127.0.0.1"])?.variable == "RELAY_TCP_ADDR")
+    }
+
+    @Test func passwordAndFileTogetherAreRefused() {
+        let e = configError(["RELAY_PASSWORD": "pw", "RELAY_PASSWORD_FILE": "/run/pw"])
+        #expect(e?.variable == "RELAY_PASSWORD_FILE")
+    }
+
+    /// Taken byte for byte, spaces included; empty means unset.
+    @Test func passwordIsNotTrimmed() throws {
+        #expect(try RelayConfig.parse(environment: ["RELAY_PASSWORD": " pw "], isRoot: false).password?.bytes == Array(" pw ".utf8))
+        #expect(try RelayConfig.parse(environment: ["RELAY_PASSWORD": ""], isRoot: false).password == nil)
+    }
+
+    @Test func passwordFileIsReadByTheCallersReader() throws {
+        var c = try RelayConfig.parse(environment: ["RELAY_PASSWORD_FILE": "/run/pw"], isRoot: false)
+        try c.loadPassword { path in
+            #expect(path == "/run/pw")
+            return .success(Array("from-file\n".utf8))
+        }
+        #expect(c.password?.bytes == Array("from-file".utf8))
+        var unreadable = try RelayConfig.parse(environment: ["RELAY_PASSWORD_FILE": "/run/pw"], isRoot: false)
+        do {
+            try unreadable.loadPassword { _ in .failure(.init("Permission denied")) }
+            Issue.record("an unreadable file was accepted")
+        } catch {
+            #expect(error.variable == "RELAY_PASSWORD_FILE")
+            #expect(error.message.contains("/run/pw (Permission denied)"))
+        }
+    }
+
+    /// A changed password takes effect at the next start; the plan names the variable, never
+    /// the value.
+    @Test func passwordChangeNeedsARestartAndIsNotShown() throws {
+        let old = try RelayConfig.parse(environment: ["RELAY_PASSWORD": "old-secret"], isRoot: false)
+        let new = try RelayConfig.parse(environment: ["RELAY_PASSWORD": "new-secret", "RELAY_TCP_ADDR": "127.0.0.1:6380"], isRoot: false)
+        let plan = old.reloadPlan(to: new)
+        #expect(plan.needsRestart.contains("RELAY_PASSWORD"))
+        #expect(plan.needsRestart.contains("RELAY_TCP_ADDR"))
+        #expect(!(plan.applied + plan.needsRestart).joined().contains("secret"))
+        #expect(old.reloadPlan(to: old).needsRestart.isEmpty)
+    }
+}

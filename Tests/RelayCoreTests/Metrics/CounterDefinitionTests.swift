@@ -82,9 +82,10 @@ import Testing
         s.messagesFromPostgres = 5; s.deliveries = 6; s.unknownCommands = 7; s.rejectedCommands = 8
         s.slowConsumerDisconnects = 9; s.queryBufferDisconnects = 10; s.droppedFrames = 11
         s.securityDisconnects = 12; s.acceptErrorsFDLimit = 13; s.acceptErrorsNoMemory = 14
+        s.authFailures = 16
         s.protocolErrors = ["expected_dollar": 15]
         let values = RelayCounterTable.infoLines(.stats, RelayCounters(stats: s)).map { Int($0.split(separator: ":")[1])! }
         // 15 twice: the total (`protocol_errors`) and its one reason.
-        #expect(values.sorted() == Array(1...15) + [15])
+        #expect(values.sorted() == Array(1...15) + [15, 16])
     }
 }

@@ -410,6 +410,47 @@ private let crlf = Array("\r\n".utf8)
     }
 }
 
+/// Before AUTH (a password set), Redis 7.0 refuses a multibulk of more than 10 arguments and a
+/// bulk over 16384 bytes (checked against `redis-server --requirepass`).
+@Suite struct RequestParserUnauthenticatedTests {
+    private func error(_ input: [UInt8], unauthenticated: Bool = true, limits: RequestParser.Limits = .init()) -> ProtocolError? {
+        var parser = RequestParser(limits: limits)
+        parser.unauthenticated = unauthenticated
+        var buffer = ByteBuffer(bytes: input)
+        do {
+            while try parser.next(from: &buffer) != nil {}
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test func moreThanTenArguments() {
+        #expect(error(Array("*11\r\n".utf8)) == .unauthenticatedMultibulkLength)
+        #expect(error(Array("*10\r\n".utf8)) == nil)
+        #expect(error(Array("*11\r\n".utf8), unauthenticated: false) == nil)
+        #expect(ProtocolError.unauthenticatedMultibulkLength.replyBytes == Array("-ERR Protocol error: unauthenticated multibulk length\r\n".utf8))
+        // Redis checks the count's syntax first.
+        #expect(error(Array("*2147483648\r\n".utf8)) == .invalidMultibulkLength)
+    }
+
+    @Test func bulkOver16384Bytes() {
+        #expect(error(Array("*2\r\n$4\r\nAUTH\r\n$16385\r\n".utf8)) == .unauthenticatedBulkLength)
+        #expect(error(Array("*2\r\n$4\r\nAUTH\r\n$16384\r\n".utf8)) == nil)
+        #expect(error(Array("*2\r\n$4\r\nAUTH\r\n$16385\r\n".utf8), unauthenticated: false) == nil)
+        #expect(ProtocolError.unauthenticatedBulkLength.replyBytes == Array("-ERR Protocol error: unauthenticated bulk length\r\n".utf8))
+        // Over RELAY_MAX_MESSAGE_BYTES comes first, as proto-max-bulk-len does in Redis.
+        #expect(error(Array("*2\r\n$4\r\nAUTH\r\n$20000\r\n".utf8), limits: .init(maxBulkLength: 17000))
+            == .bulkTooLarge(20000, limit: 17000))
+    }
+
+    /// Inline requests have no such limit in Redis (only the 64 KiB line).
+    @Test func inlineRequestsAreNotLimited() {
+        let words = (0..<20).map { "w\($0)" }.joined(separator: " ")
+        #expect(error(Array("\(words)\r\n".utf8)) == nil)
+    }
+}
+
 @Suite struct RedisIntegerTests {
     /// `string2ll`'s rules: strict decimal, no sign but '-', no leading zeros, no spaces,
     /// at most 20 characters, 64-bit range.
