@@ -209,8 +209,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 return
             }
             if kind.equals("smessage"), reply.count == 3 {
-                // The only sharded subscription is the fleet channel (README, "PUBLISH's count in
-                // fleet mode").
+                // The only sharded subscription is the fleet channel (README, "PUBLISH in fleet
+                // mode").
                 run(machine.fleetMessage(ByteBuffer(bytes: reply[2].bytes), now: Self.now()))
                 return
             }

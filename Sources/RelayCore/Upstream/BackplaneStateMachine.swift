@@ -200,7 +200,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     private var lastStall: (start: UInt64, end: UInt64)?
     /// Names whose refusal by Redis was logged (once each; bounded).
     private var loggedRefusals: Set<ByteBuffer> = []
-    /// The other relays' receivers, for PUBLISH's count (README, "PUBLISH's count in fleet mode").
+    /// The other relays' receivers, for PUBLISH's count (README, "PUBLISH in fleet mode").
     private var receivers: FleetReceivers
     private var fleetChannel: FleetChannelState = .off
     /// The subscriber is subscribed to the fleet channel and the publisher has not said `hello` yet.
