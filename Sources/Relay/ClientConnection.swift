@@ -42,6 +42,12 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     private var deferred = DeferredReplies()
     /// Input is not processed while too many upstream replies are outstanding.
     private var pausedForUpstream = false
+    /// A read's first PUBLISH runs only after the loop has handled every other read of the same
+    /// tick (`yieldPublish`); set by each read, the PUBLISH waiting in `yieldedRequest`.
+    private var mayYieldPublish = false
+    private var yieldedRequest: [ByteBuffer]?
+    /// The client closed its side while a PUBLISH waited: closed once that has run.
+    private var closeAfterYield = false
     /// QUIT or a protocol error arrived while replies were outstanding: close once they are in.
     private var closeWhenDrained = false
     /// Upstream replies outstanding past which the client's input is paused (backpressure for
@@ -94,6 +100,12 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
         guard !isClosing else { return }
         lastInteraction = .now()
         var input = unwrapInboundIn(data)
+        if yieldedRequest != nil {
+            // Waiting for the rest of the tick: kept, parsed once the PUBLISH has run.
+            if query == nil { query = input } else { query!.writeBuffer(&input) }
+            return
+        }
+        mayYieldPublish = true
         if query != nil {
             query!.writeBuffer(&input)
             var buffered = query!
@@ -110,7 +122,11 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
     /// then close, as Redis does.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
-            if !isClosing { closeAfterFlush() }
+            if yieldedRequest != nil {
+                closeAfterYield = true
+            } else if !isClosing {
+                closeAfterFlush()
+            }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -145,18 +161,59 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
             }
             guard let args = request else { return }
             if args.isEmpty { continue }
-            reply.clear()
-            let outcome = state.executor.execute(args, client: self, out: &reply)
-            queue(reply)
-            switch outcome {
-            case .proceed:
-                continue
-            case .closeAfterReply:
-                closeAfterFlush()
-            case .closeImmediately(let reason):
-                state.logger.warning("\(reason)", metadata: ["client": "\(session.id)"])
-                close()
+            if mayYieldPublish, Self.isPublish(args[0]) {
+                yieldPublish(args)
+                return
             }
+            run(args)
+        }
+    }
+
+    private func run(_ args: [ByteBuffer]) {
+        reply.clear()
+        let outcome = state.executor.execute(args, client: self, out: &reply)
+        queue(reply)
+        switch outcome {
+        case .proceed:
+            break
+        case .closeAfterReply:
+            closeAfterFlush()
+        case .closeImmediately(let reason):
+            state.logger.warning("\(reason)", metadata: ["client": "\(session.id)"])
+            close()
+        }
+    }
+
+    /// The kernel reports the sockets that became readable in one tick in an order of its own, not
+    /// in the order clients wrote to them: a SUBSCRIBE on one connection and a PUBLISH that another
+    /// sent right after may be read PUBLISH first. A read's first PUBLISH therefore runs after every
+    /// other read of the tick (a task runs after the loop's reads), so that a subscription sent
+    /// before it is in force, as the app meant (README, "PUBLISH in fleet mode"). Once per read: a
+    /// burst of pipelined PUBLISHes costs one task.
+    private func yieldPublish(_ args: [ByteBuffer]) {
+        mayYieldPublish = false
+        guard let context else { return }
+        yieldedRequest = args
+        context.eventLoop.assumeIsolatedUnsafeUnchecked().execute { [self] in
+            guard let args = yieldedRequest else { return }
+            yieldedRequest = nil
+            guard !isClosing else { return }
+            run(args)
+            if var buffered = query, !isClosing {
+                query = nil
+                process(&buffered)
+                keepUnparsed(buffered)
+            }
+            if closeAfterYield {
+                closeAfterYield = false
+                if !isClosing { closeAfterFlush() }
+            }
+        }
+    }
+
+    private static func isPublish(_ name: ByteBuffer) -> Bool {
+        name.readableBytes == 7 && name.withUnsafeReadableBytes { b in
+            zip(b, "publish".utf8).allSatisfy { ($0 | 0x20) == $1 }
         }
     }
 

@@ -155,3 +155,29 @@ def test_a_relay_that_leaves_stops_counting(redis_at_factory, backplane_relay):
     assert time.monotonic() - started < 8
     for s in keep:
         s.close()
+
+
+def test_across_relays_a_subscribe_is_in_force_once_it_reached_redis(redis_at_factory, backplane_relay):
+    """A SUBSCRIBE on relay B and a PUBLISH on relay A that neither waits for race, as two
+    connections of one Redis do; the window is relay B's tick plus its trip to Redis. Prints the
+    delivered share for each gap between the two sends (README, "PUBLISH in fleet mode"); a gap of
+    5 ms must always deliver."""
+    r = redis_at_factory()
+    a, b = backplane_relay(unix_url(r.socket)), backplane_relay(unix_url(r.socket))
+    n = 200
+    shares = {}
+    with Conn(b.socket, timeout=5) as s, Conn(a.socket, timeout=5) as p:
+        for gap_us in (0, 100, 200, 500, 5000):
+            delivered = 0
+            for i in range(n):
+                ch = b"window:%d:%d" % (gap_us, i)
+                s.send(cmd("SUBSCRIBE", ch))
+                if gap_us:
+                    time.sleep(gap_us / 1e6)
+                p.send(cmd("PUBLISH", ch, "x"))
+                count = parse1(p.read_frame(5))
+                frames, _ = s.read_frames(2 if count == 1 else 1, 2)
+                delivered += count == 1 and len(frames) == 2
+            shares[gap_us] = delivered
+    print("\ndelivered of %d, by gap between SUBSCRIBE on B and PUBLISH on A (sleep, us): %s" % (n, shares))
+    assert shares[5000] == n, shares
