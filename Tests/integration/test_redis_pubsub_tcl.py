@@ -11,8 +11,8 @@ commands the relay does not carry (OUT_OF_SCOPE, with the reason for each) are s
 runtest's `--skiptest`; every other test must pass, and the number that ran is checked, so a test
 that silently does not run fails this one.
 
-runtest speaks TCP; `relay_tcp_endpoint` gives the relay a TCP port (its own RELAY_TCP_ADDR
-listener when the binary has one, else a TcpBridge: see there for why not socat).
+runtest speaks TCP: the relay listens on a port of its own (RELAY_TCP_ADDR), the reference
+redis-server on its Unix socket behind a TcpBridge (see there for why not socat).
 """
 from __future__ import annotations
 
@@ -202,31 +202,12 @@ class TcpBridge:
 
 
 def relay_tcp_endpoint(relay_binary: str, env: dict, stops: list) -> tuple[Relay, int, str]:
-    """A relay and a TCP port that reaches it: (relay, port, how).
-
-    A relay that knows RELAY_TCP_ADDR listens on the port itself ("RELAY_TCP_ADDR"); one that
-    rejects the variable (exit 78, an unknown RELAY_* setting) is started again without it and
-    reached through a TcpBridge ("bridge"). Once every relay binary has the listener, this is the
-    one line `return Relay(...RELAY_TCP_ADDR...)`, without the bridge fall-back."""
+    """A relay listening on a TCP port of its own (RELAY_TCP_ADDR): (relay, port, how)."""
     port = free_port()
-    relay = Relay(relay_binary, dict(env, RELAY_TCP_ADDR="127.0.0.1:%d" % port), wait=False)
-    deadline = time.monotonic() + PROBE_TIMEOUT
-    while relay.proc.poll() is None and not os.path.exists(relay.socket) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if relay.proc.poll() is None:
-        stops.append(relay.cleanup)
-        tcp_ping(port, proc=relay.proc)
-        return relay, port, "RELAY_TCP_ADDR"
-    rc = relay.proc.returncode
-    err = relay.stderr()
-    relay.cleanup()
-    if rc != 78 or "RELAY_TCP_ADDR: unknown variable" not in err:
-        raise RuntimeError("relay exited with %s at start-up:\n%s" % (rc, err))
-    relay = Relay(relay_binary, env)
+    relay = Relay(relay_binary, dict(env, RELAY_TCP_ADDR="127.0.0.1:%d" % port))
     stops.append(relay.cleanup)
-    bridge = TcpBridge(relay.socket)
-    stops.append(bridge.stop)
-    return relay, bridge.port, "bridge"
+    tcp_ping(port, proc=relay.proc)
+    return relay, port, "RELAY_TCP_ADDR"
 
 
 # ---- runtest ----------------------------------------------------------------------------------
