@@ -21,9 +21,6 @@ struct FanoutOptions {
     var window: Int
     var maxLag: Int?          // messages; nil = automatic
     var payloadLength: Int
-    /// PUBLISH's expected integer: the subscribers, or 1 through a backplane (Redis counts the
-    /// subscribing relay once).
-    var expectedReply: Int? = nil
 }
 
 struct FanoutResult {
@@ -143,7 +140,7 @@ func runFanout(server: Server, options o: FanoutOptions) throws -> FanoutResult 
     let pfd = pubFD
     publisherThread = startThread {
         fanoutPublisher(fd: pfd, shared: shared, command: command.bytes, payloadOffset: command.payloadOffset,
-                        subscribers: n, expectedReply: o.expectedReply ?? n, window: window, maxLag: maxLag)
+                        subscribers: n, expectedReply: n, window: window, maxLag: maxLag)
     }
 
     // --- measure -----------------------------------------------------------------------------

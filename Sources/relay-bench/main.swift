@@ -334,8 +334,7 @@ struct RelayBench: ParsableCommand {
                 }
                 let o = FanoutOptions(subscribers: n, pattern: scenario == .pattern_1000, seconds: measureSeconds,
                                       warmup: warmupSeconds, readers: readers, window: window, maxLag: maxLag,
-                                      payloadLength: payload,
-                                      expectedReply: server.publishSocketPath != server.socketPath ? 1 : nil)
+                                      payloadLength: payload)
                 return .fanout(try runFanout(server: server, options: o))
             case .latency, .backplane_latency:
                 let o = LatencyOptions(rate: rate, seconds: latencySeconds, warmup: warmupSeconds,
