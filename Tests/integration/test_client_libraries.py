@@ -73,14 +73,16 @@ def need_module(name: str, hint: str):
 
 
 @pytest.fixture(params=["redis", "relay", "fleet"])
-def target3(request, redis_at_factory, backplane_relay):
-    """[redis]: a redis-server; [relay]: the local-mode relay; [fleet]: a relay with REDIS_URL set to
-    a redis-server started here. Returns (kind, socket paths of two servers an app could use)."""
+def target3(request, redis_at_factory, relay_factory, backplane_relay):
+    """[redis]: a redis-server; [relay]: a local-mode relay; [fleet]: a relay with REDIS_URL set to
+    a redis-server started here. Returns (kind, socket paths of two servers an app could use).
+    Each is started for the test: some libraries leave connections open after their shutdown
+    (python-socketio's AsyncRedisManager keeps its subscriber), which must not outlive the test."""
     if request.param == "redis":
-        s = request.getfixturevalue("redis_server").socket
+        s = redis_at_factory().socket
         return "redis", [s, s]
     if request.param == "relay":
-        s = request.getfixturevalue("relay_or_selftest").socket
+        s = relay_factory().socket
         return "relay", [s, s]
     r = redis_at_factory()
     return "fleet", [backplane_relay(unix_url(r.socket)).socket, backplane_relay(unix_url(r.socket)).socket]
