@@ -181,3 +181,21 @@ def test_across_relays_a_subscribe_is_in_force_once_it_reached_redis(redis_at_fa
             shares[gap_us] = delivered
     print("\ndelivered of %d, by gap between SUBSCRIBE on B and PUBLISH on A (sleep, us): %s" % (n, shares))
     assert shares[5000] == n, shares
+
+
+def test_a_relay_frozen_past_the_ttl_is_counted_again_once_it_resumes(redis_at_factory, backplane_relay):
+    """SIGSTOP of relay B for longer than the fleet TTL: relay A forgets B's extra receivers
+    (Redis still counts B's connection once); after SIGCONT, B's `alive` makes A ask for the
+    states again, and the count is whole again."""
+    r = redis_at_factory()
+    a, b = backplane_relay(unix_url(r.socket)), backplane_relay(unix_url(r.socket))
+    keep = [sub(b.socket, "SUBSCRIBE", "room") for _ in range(3)]
+    assert publish(a.socket, "room", "x") == 3
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        assert wait_until(lambda: publish(a.socket, "room", "x") == 1, 10), "relay A never forgot the frozen relay"
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
+    assert wait_until(lambda: publish(a.socket, "room", "x") == 3, 5), "relay B's receivers not counted again"
+    for s in keep:
+        s.close()

@@ -206,6 +206,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     /// The subscriber is subscribed to the fleet channel and the publisher has not said `hello` yet.
     private var helloPending = false
     private var lastAlive: UInt64 = 0
+    private var lastHelloAsked: UInt64 = 0
     /// PUBLISHes waiting for a subscription in flight (`UpstreamSubscriptionLedger.affects`), in
     /// the order the clients sent them, and how many of each client's wait.
     private var heldPublishes: Deque<HeldPublish> = []
@@ -1088,7 +1089,19 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         guard fleetChannel == .subscribed else { return [] }
         var actions: [Action] = []
         do {
-            if try receivers.received(payload, now: now) == .sendState { sendFleetState(now, &actions) }
+            switch try receivers.received(payload, now: now) {
+            case .none:
+                break
+            case .sendState:
+                sendFleetState(now, &actions)
+            case .sayHello:
+                // At most once a second, however many forgotten relays speak up.
+                if now - min(lastHelloAsked, now) >= 1_000_000_000 {
+                    lastHelloAsked = now
+                    helloPending = true
+                    sayHello(now, &actions)
+                }
+            }
         } catch {
             malformedFleetMessages += 1
             if malformedFleetMessages == 1 {

@@ -18,7 +18,8 @@ import NIOCore
 /// subscribing client's confirmation), `alive` every second while it has any, and `bye` when it
 /// stops. Only channels with two or more local clients and held patterns are told: a fleet whose
 /// relays hold each channel once sends nothing. A relay not heard of for the fleet TTL is
-/// forgotten (it died without `bye`).
+/// forgotten (it died without `bye`); if its `alive` comes again (it was only frozen), the states
+/// are asked for again with `hello`.
 ///
 /// Pure bookkeeping; the state machine sends and receives.
 public struct FleetReceivers {
@@ -72,6 +73,9 @@ public struct FleetReceivers {
         case none
         /// Another relay (re)joined: tell it this relay's state.
         case sendState
+        /// A relay this one had forgotten (it was quiet past the TTL, e.g. stopped) is alive:
+        /// ask for the states again.
+        case sayHello
     }
 
     /// A message on the fleet channel (this relay's own are ignored; malformed ones too, and
@@ -97,6 +101,8 @@ public struct FleetReceivers {
         case "hello":
             remotes[sender, default: Remote(lastHeard: now)].lastHeard = now
             return .sendState
+        case "alive" where remotes[sender] == nil:
+            return .sayHello
         case "state":
             forget(sender)
             fallthrough

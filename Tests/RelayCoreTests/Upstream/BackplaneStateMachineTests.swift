@@ -489,6 +489,11 @@ private final class Harness {
         #expect(count(1) == "fill p :5\r\n")
         #expect(h.fleetMessage("fleet/1", "bye", "r3") == [])
         #expect(count(1) == "fill p :1\r\n")
+        // A forgotten relay that turns out alive (it was stopped past the TTL): the states are
+        // asked for again, at most once a second.
+        #expect(h.fleetMessage("fleet/1", "alive", "r2") == ["pub: SPUBLISH ns:fleet hello r1"])
+        _ = h.reply(.publisher, .integer(1))
+        #expect(h.fleetMessage("fleet/1", "alive", "r4") == [])
     }
 
     @Test func aHelloIsAnsweredWithThisRelaysStateAndAliveKeepsItKnown() {
