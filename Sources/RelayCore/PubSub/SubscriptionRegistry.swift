@@ -60,6 +60,9 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
     private var channels: [ByteBuffer: Entry] = [:]
     /// Patterns in the order they were first subscribed; publish walks them in this order.
     public private(set) var patterns: OrderedDictionary<ByteBuffer, Entry> = [:]
+    /// Patterns held by two clients or more: the fleet PUBLISH's count walks the patterns only
+    /// when there is one (`BackplaneStateMachine`).
+    public private(set) var sharedPatternCount = 0
     private var holdings: [ObjectIdentifier: Holdings] = [:]
 
     public init() {}
@@ -95,6 +98,7 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
         holdings[key, default: Holdings()].patterns.append(name)
         if let entry = patterns[name] {
             entry.add(s)
+            if entry.subscribers.count == 2 { sharedPatternCount += 1 }
             return .added(first: false)
         }
         let entry = Entry(name: name)
@@ -107,15 +111,7 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
         let key = ObjectIdentifier(s)
         guard holdings[key]?.patterns.remove(pattern) != nil else { return .unchanged }
         dropHoldingsIfEmpty(key)
-        guard let entry = patterns[pattern] else {
-            preconditionFailure("registry out of sync: no entry for pattern \(String(buffer: pattern))")
-        }
-        entry.remove(s)
-        if entry.subscribers.isEmpty {
-            patterns[pattern] = nil
-            return .removed(last: true)
-        }
-        return .removed(last: false)
+        return .removed(last: detachPattern(s, from: pattern))
     }
 
     /// Removes every channel subscription of `s`, in the order it subscribed; returns each
@@ -134,17 +130,20 @@ public final class SubscriptionRegistry<Subscriber: AnyObject> {
         guard let held = holdings[key]?.patterns, !held.isEmpty else { return [] }
         holdings[key]!.patterns = []
         dropHoldingsIfEmpty(key)
-        return held.map { name in
-            guard let entry = patterns[name] else {
-                preconditionFailure("registry out of sync: no entry for pattern \(String(buffer: name))")
-            }
-            entry.remove(s)
-            if entry.subscribers.isEmpty {
-                patterns[name] = nil
-                return (name, true)
-            }
-            return (name, false)
+        return held.map { name in (name, detachPattern(s, from: name)) }
+    }
+
+    private func detachPattern(_ s: Subscriber, from name: ByteBuffer) -> Bool {
+        guard let entry = patterns[name] else {
+            preconditionFailure("registry out of sync: no entry for pattern \(String(buffer: name))")
         }
+        if entry.subscribers.count == 2 { sharedPatternCount -= 1 }
+        entry.remove(s)
+        if entry.subscribers.isEmpty {
+            patterns[name] = nil
+            return true
+        }
+        return false
     }
 
     private static func detach(_ s: Subscriber, from name: ByteBuffer, in table: inout [ByteBuffer: Entry]) -> Bool {

@@ -902,7 +902,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     /// client of the channel, and of each matching pattern (Redis counts the relay once per name).
     private func localExtra(for channel: ByteBuffer) -> Int {
         var n = max(0, registry.numberOfSubscribers(channel: channel) - 1)
-        if registry.patternCount > 0 {
+        if registry.sharedPatternCount > 0 {
             channel.withUnsafeReadableBytes { ch in
                 for entry in registry.patterns.values where entry.subscribers.count > 1 {
                     if entry.nameBytes.withUnsafeBytes({ GlobMatcher.matches(pattern: $0, string: ch) }) {
