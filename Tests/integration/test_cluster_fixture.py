@@ -88,3 +88,44 @@ def test_stop_kills_every_pid(redis_cluster_tools):
     c.stop()
     for pid in pids:
         assert not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split(")")[1].split()[0] == "Z", pid
+
+
+def test_traffic_engine_on_one_redis_counts_every_loss_repeat_and_reorder(redis_factory):
+    """test_cluster.py's Traffic, pointed three times at one redis-server (the reference): every
+    message of every subscription arrives once, in order, and PUBLISH counts match; then a
+    removed, a repeated and a swapped receipt are each found by check(), and a loss inside a
+    window is counted apart."""
+    from test_cluster import Traffic
+    r = redis_factory()
+    channels = [b"eng:%d" % i for i in range(200)] + [b"pt.%d.x" % k for k in range(20)]
+    patterns = [b"pt.%d.*" % k for k in range(19)] + [b"pt.1?.*"]
+    t = Traffic()
+    try:
+        for k in range(3):
+            t.add_subscriber(r, "s%d" % k, channels=channels)
+        t.add_subscriber(r, "pa", patterns=patterns)
+        for k in range(3):
+            t.add_publisher(r, "p%d" % k, channels)
+        t.run(until=lambda: t.rounds >= 20, max_seconds=30)
+        result = t.check()
+        print("\nengine on one redis-server: %d published, %d received in %.2f s; %r" % (
+            t.total_sent(), t.total_received(), t.elapsed, result))
+        assert t.total_sent() == 20 * 3 * len(channels) and t.errors == [] and t.count_mismatches == 0
+        assert result == {"lost_in_windows": 0, "lost": 0, "duplicated": 0, "reordered": 0, "unexpected": 0, "examples": []}
+        # pt.10-pt.18 match two patterns, pt.0-pt.9 and pt.19 one.
+        assert t.counts == {3: 3 * 20 * 200, 4: 3 * 20 * 11, 5: 3 * 20 * 9}, t.counts
+        key = ("s1", b"", b"eng:7", "p2")
+        got = t.received[key]
+        t.received[key] = got[:5] + got[6:]                      # one lost
+        assert t.check()["lost"] == 1
+        t.received[key] = got[:5] + got[6:] + [got[5]]           # late: reordered
+        assert t.check()["reordered"] == 1 and t.check()["lost"] == 0
+        t.received[key] = got + [got[3]]                         # repeated
+        assert t.check()["duplicated"] == 1
+        t.received[key] = got[:5] + got[6:]
+        sent_at = dict((s, ts) for ts, s in t.sent[("p2", b"eng:7")])[got[5][1]]
+        windowed = t.check({b"eng:7": [(sent_at - 0.001, sent_at + 0.001)]})
+        assert windowed["lost"] == 0 and windowed["lost_in_windows"] == 1
+        assert t.recovery(b"eng:7", sent_at - 1, sent_at - 2)   # measured for every subscription
+    finally:
+        t.close()
