@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-# The PostgreSQL server fixtures (postgres_server, pg_db).
-pytest_plugins = ["pg_fixtures"]
+# The PostgreSQL server fixtures (postgres_server, pg_db) and the Redis Cluster ones (redis_cluster, cluster_factory).
+pytest_plugins = ["pg_fixtures", "cluster_fixtures"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1800

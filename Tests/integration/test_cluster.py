@@ -31,7 +31,6 @@ import time
 import pytest
 
 from cluster_fixtures import NodeConn, RedisCluster, node_call
-from cluster_fixtures import cluster_factory, redis_cluster, redis_cluster_tools  # noqa: F401 (fixtures)
 from conftest import cpu_seconds, relay_info
 from fleetutil import sub
 from resputil import Conn, Incomplete, cmd, frame_end, parse1

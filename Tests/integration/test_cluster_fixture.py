@@ -10,7 +10,6 @@ import statistics
 import time
 
 from cluster_fixtures import SLOTS, RedisCluster, node_call, slot_owners
-from cluster_fixtures import cluster_factory, redis_cluster, redis_cluster_tools  # noqa: F401 (fixtures)
 
 
 def test_cluster_forms_with_three_masters_and_a_replica_each(redis_cluster):
