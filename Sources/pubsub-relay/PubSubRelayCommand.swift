@@ -228,6 +228,12 @@ struct CheckConfig: ParsableCommand {
                 let auth = sentinel.password == nil ? "no auth" : "auth as '\(sentinel.username ?? "default")' with a password"
                 parts.append("master '\(sentinel.masterName)' found through Redis Sentinel: asks \(sentinel.sentinels.count) sentinel(s) \(sentinel.sentinels.map(\.description).joined(separator: ", ")) in turn (\(auth)), follows +switch-master")
             }
+            if let cluster = redis.cluster {
+                let pubsub = cluster.pubsub == .sharded
+                    ? "sharded pub/sub (SSUBSCRIBE/SPUBLISH on the master of each channel's slot)"
+                    : "classic pub/sub (SUBSCRIBE/PUBLISH, broadcast to every node)"
+                parts.append("Redis Cluster: topology from CLUSTER SHARDS (CLUSTER SLOTS on servers before 7) of \(cluster.seeds.count) seed node(s) \(cluster.seeds.map(\.description).joined(separator: ", ")) asked in turn, \(pubsub)")
+            }
         } else {
             parts.append("local mode (no REDIS_URL)")
         }

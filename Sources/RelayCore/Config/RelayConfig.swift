@@ -65,7 +65,7 @@ public struct RelayConfig: Sendable, Equatable {
         "RELAY_MAX_ARGUMENTS", "RELAY_QUERY_BUFFER_LIMIT", "RELAY_CLIENT_BUFFER_LIMIT",
         "RELAY_METRICS_ADDR", "RELAY_LOG_LEVEL", "RELAY_LOG_FORMAT", "RELAY_ENABLE_DEBUG_COMMAND",
         "RELAY_REDIS_TIMEOUT", "RELAY_REDIS_BACKOFF_MAX", "RELAY_LEADER_TTL",
-        "RELAY_REDIS_SENTINEL_USERNAME", "RELAY_REDIS_SENTINEL_PASSWORD",
+        "RELAY_REDIS_SENTINEL_USERNAME", "RELAY_REDIS_SENTINEL_PASSWORD", "RELAY_REDIS_CLUSTER_PUBSUB",
         "RELAY_TCP_ADDR", "RELAY_TCP_ALLOW_REMOTE", "RELAY_PASSWORD", "RELAY_PASSWORD_FILE",
     ] + RedisTLSOptions.variables
 
@@ -104,6 +104,7 @@ public struct RelayConfig: Sendable, Equatable {
         }
         c.redisTLS = try RedisTLSOptions.parse(value, url: c.redisURL)
         try sentinelCredentials(value("RELAY_REDIS_SENTINEL_USERNAME"), value("RELAY_REDIS_SENTINEL_PASSWORD"), into: &c)
+        try clusterPubSub(value("RELAY_REDIS_CLUSTER_PUBSUB"), into: &c)
         if let v = value("RELAY_REDIS_TIMEOUT") {
             c.redisTimeoutMilliseconds = try duration(v, "RELAY_REDIS_TIMEOUT", min: 100, max: 60_000)
         }
@@ -272,9 +273,11 @@ public struct RelayConfig: Sendable, Equatable {
         restart("RELAY_SOCKET", socketPath, new.socketPath)
         restart("RELAY_SOCKET_MODE", socketMode, new.socketMode)
         restart("RELAY_SOCKET_GROUP", socketGroup, new.socketGroup)
-        restart("REDIS_URL", redisURL?.withoutSentinelCredentials, new.redisURL?.withoutSentinelCredentials)
+        restart("REDIS_URL", redisURL?.withoutSentinelCredentials.withoutClusterPubSub,
+                new.redisURL?.withoutSentinelCredentials.withoutClusterPubSub)
         restart("RELAY_REDIS_SENTINEL_USERNAME", redisURL?.sentinel?.username, new.redisURL?.sentinel?.username)
         restart("RELAY_REDIS_SENTINEL_PASSWORD", redisURL?.sentinel?.password, new.redisURL?.sentinel?.password)
+        restart("RELAY_REDIS_CLUSTER_PUBSUB", redisURL?.cluster?.pubsub, new.redisURL?.cluster?.pubsub)
         restart("RELAY_REDIS_TIMEOUT", redisTimeoutMilliseconds, new.redisTimeoutMilliseconds)
         restart("RELAY_REDIS_BACKOFF_MAX", redisBackoffMaxMilliseconds, new.redisBackoffMaxMilliseconds)
         restart("RELAY_LEADER_TTL", leaderTTLMilliseconds, new.leaderTTLMilliseconds)
@@ -334,6 +337,20 @@ public struct RelayConfig: Sendable, Equatable {
         }
         c.redisURL!.sentinel!.username = username
         c.redisURL!.sentinel!.password = password
+    }
+
+    /// `RELAY_REDIS_CLUSTER_PUBSUB`, kept in the cluster part of `REDIS_URL` (README, "Redis
+    /// Cluster"); meaningless, and refused, with any other form of the URL.
+    static func clusterPubSub(_ text: String?, into c: inout RelayConfig) throws(ConfigError) {
+        guard let text else { return }
+        let name = "RELAY_REDIS_CLUSTER_PUBSUB"
+        guard let mode = RedisURL.Cluster.PubSubMode(rawValue: text.lowercased()) else {
+            throw ConfigError(name, "'\(text)' is not a cluster pub/sub mode; expected sharded (SPUBLISH/SSUBSCRIBE, Redis 7, each channel on the master of its slot) or classic (PUBLISH/SUBSCRIBE, broadcast to every node)")
+        }
+        guard c.redisURL?.cluster != nil else {
+            throw ConfigError(name, "is set but REDIS_URL is not a redis-cluster:// URL; unset it, or list the cluster's nodes in REDIS_URL")
+        }
+        c.redisURL!.cluster!.pubsub = mode
     }
 
     /// A Unix socket path the kernel accepts: not abstract, at most 107 bytes (sun_path less NUL).

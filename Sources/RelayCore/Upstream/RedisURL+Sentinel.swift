@@ -4,18 +4,7 @@ extension RedisURL {
     /// A Sentinel deployment: the sentinels to ask, in order, and the name of the master.
     public struct Sentinel: Sendable, Equatable {
         /// One sentinel's TCP address (sentinels listen on TCP only; 26379 by default).
-        public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
-            public var host: String
-            public var port: Int
-
-            public init(host: String, port: Int) {
-                self.host = host
-                self.port = port
-            }
-
-            /// `host:port`, IPv6 hosts in brackets.
-            public var description: String { (host.contains(":") ? "[\(host)]" : host) + ":\(port)" }
-        }
+        public typealias Endpoint = RedisURL.Endpoint
 
         public var sentinels: [Endpoint]
         /// The name the sentinels monitor the master under (`sentinel monitor <name> …`).
@@ -87,18 +76,23 @@ extension RedisURL {
 
     /// One `host[:port]` or `[v6][:port]` of the sentinel list.
     private static func sentinelEndpoint(_ item: Substring) throws(ConfigError) -> Sentinel.Endpoint {
-        let (host, portText) = try splitHostPort(item, errorPrefix: "sentinel '\(item)'")
+        try listedEndpoint(item, what: "sentinel", defaultPort: defaultSentinelPort)
+    }
+
+    /// One `host[:port]` or `[v6][:port]` of a comma-separated list of `what`s (sentinels, seeds).
+    static func listedEndpoint(_ item: Substring, what: String, defaultPort: Int) throws(ConfigError) -> Endpoint {
+        let (host, portText) = try splitHostPort(item, errorPrefix: "\(what) '\(item)'")
         guard !host.isEmpty else {
-            throw ConfigError(variable, "sentinel '\(item)' has no host; expected host:port, e.g. 10.0.0.7:26379, separated by commas")
+            throw ConfigError(variable, "\(what) '\(item)' has no host; expected host:port, e.g. 10.0.0.7:\(defaultPort), separated by commas")
         }
-        var port = defaultSentinelPort
+        var port = defaultPort
         if let portText {
             guard let p = Int(portText), p > 0, p < 65536 else {
-                throw ConfigError(variable, "sentinel '\(item)': '\(portText)' is not a TCP port (1-65535)")
+                throw ConfigError(variable, "\(what) '\(item)': '\(portText)' is not a TCP port (1-65535)")
             }
             port = p
         }
-        return Sentinel.Endpoint(host: String(host), port: port)
+        return Endpoint(host: String(host), port: port)
     }
 
     /// `redis-sentinel://[user:***@]h1:26379,h2:26379/<master>/<db>`.

@@ -8,6 +8,9 @@
 /// * `redis-sentinel://[user[:password]@]h1[:26379][,h2[:26379]…]/<master-name>[/db]` (README,
 ///   "Redis Sentinel"): the master is discovered from the sentinels; `sentinel` is set and
 ///   `address` is only a placeholder until discovery answers.
+/// * `redis-cluster://[user[:password]@]h1[:6379][,h2[:6379]…][/0]` (README, "Redis Cluster"):
+///   `cluster` is set with the seed nodes, and `address` is only a placeholder; the masters come
+///   from the cluster's topology.
 /// User and password are percent-decoded.
 public struct RedisURL: Sendable, Equatable {
     public enum Address: Sendable, Equatable {
@@ -23,6 +26,22 @@ public struct RedisURL: Sendable, Equatable {
     public var tls = false
     /// Set for `redis-sentinel://` URLs: where the sentinels are and which master to follow.
     public var sentinel: Sentinel?
+    /// Set for `redis-cluster://` URLs: the nodes to learn the cluster's topology from.
+    public var cluster: Cluster?
+
+    /// A TCP `host:port`: a sentinel, or a seed node of a cluster.
+    public struct Endpoint: Sendable, Equatable, Hashable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// `host:port`, IPv6 hosts in brackets.
+        public var description: String { (host.contains(":") ? "[\(host)]" : host) + ":\(port)" }
+    }
 
     public init(address: Address, username: String? = nil, password: String? = nil, db: Int = 0, tls: Bool = false) {
         self.address = address
@@ -41,6 +60,7 @@ public struct RedisURL: Sendable, Equatable {
     /// The URL with the password replaced by `***`, for logs and INFO.
     public var redacted: String {
         if let sentinel { return sentinelRedacted(sentinel) }
+        if let cluster { return clusterRedacted(cluster) }
         switch address {
         case .tcp(let host, let port):
             var credentials = ""
@@ -63,6 +83,7 @@ public struct RedisURL: Sendable, Equatable {
 
     public static func parse(_ text: String) throws(ConfigError) -> RedisURL {
         if let url = try parseSentinelForms(text) { return url }
+        if let url = try parseClusterForms(text) { return url }
         if text.hasPrefix("rediss://") {
             var url = try parseTCP(String(text.dropFirst("rediss://".count)), original: text)
             url.tls = true
@@ -70,7 +91,7 @@ public struct RedisURL: Sendable, Equatable {
         }
         if text.hasPrefix("redis://") { return try parseTCP(String(text.dropFirst("redis://".count)), original: text) }
         if text.hasPrefix("unix://") { return try parseUnix(String(text.dropFirst("unix://".count)), original: text) }
-        throw ConfigError(variable, "'\(redactedInput(text))' is not a Redis URL; expected \(forms)")
+        throw ConfigError(variable, "'\(redactedInput(text))' is not a Redis URL; expected \(forms), or redis-sentinel://… (Redis Sentinel) or redis-cluster://… (Redis Cluster)")
     }
 
     /// `user:password@`, `:password@` or `password@` (a password alone, as redis-cli and most
