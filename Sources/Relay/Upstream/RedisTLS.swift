@@ -53,6 +53,10 @@ public final class RedisTLS: Sendable {
             described.append("client certificate \(certPath)")
         }
         switch url.address {
+        case .tcp where url.cluster != nil:
+            // Cluster: the hosts are the seeds and the nodes as the cluster announces them.
+            described.append(options.serverName.map { "checking the name \($0) on every node" }
+                             ?? "checking each node's host as listed or as the cluster announces it (an IP address against the certificate's IP addresses)")
         case .tcp(let host, _) where url.sentinel == nil:
             described.append("checking \(identity(host: host, serverName: options.serverName).identity)")
         default:
