@@ -9,7 +9,7 @@ import socket, sys
 
 COMMANDS = {
     "subscribe": None, "unsubscribe": None, "psubscribe": None, "punsubscribe": None,
-    "publish": None, "ping": None, "echo": None, "quit": None, "reset": None, "hello": None,
+    "publish": None, "ssubscribe": None, "sunsubscribe": None, "spublish": None, "ping": None, "echo": None, "quit": None, "reset": None, "hello": None,
     "select": None, "auth": None, "info": None,
     "client": ["getname", "id", "info", "setname", "help"],
     "pubsub": ["channels", "numsub", "numpat", "help", "shardchannels", "shardnumsub"],

@@ -13,6 +13,7 @@ public final class RelayMetrics: Sendable {
     private let clients: Prometheus.Gauge
     private let channelSubscriptions: Prometheus.Gauge
     private let patternSubscriptions: Prometheus.Gauge
+    private let shardChannelSubscriptions: Prometheus.Gauge
     private let upstreamUpRedis: Prometheus.Gauge
     private let upstreamUpPostgres: Prometheus.Gauge
     private let leader: Prometheus.Gauge
@@ -32,6 +33,7 @@ public final class RelayMetrics: Sendable {
         clients = registry.makeGauge(name: p + "clients", help: "Connected local clients.")
         channelSubscriptions = registry.makeGauge(name: p + "subscriptions", labels: [("kind", "channel")], help: "Client subscriptions by kind.")
         patternSubscriptions = registry.makeGauge(name: p + "subscriptions", labels: [("kind", "pattern")], help: "Client subscriptions by kind.")
+        shardChannelSubscriptions = registry.makeGauge(name: p + "subscriptions", labels: [("kind", "shard")], help: "Client subscriptions by kind.")
         let upHelp = "1 when the upstream link is up (0 when down or not configured)."
         upstreamUpRedis = registry.makeGauge(name: p + "upstream_up", labels: [("upstream", "redis")], help: upHelp)
         upstreamUpPostgres = registry.makeGauge(name: p + "upstream_up", labels: [("upstream", "postgres")], help: upHelp)
@@ -56,6 +58,7 @@ public final class RelayMetrics: Sendable {
         clients.set(Double(s.clients))
         channelSubscriptions.set(Double(s.channelSubscriptions))
         patternSubscriptions.set(Double(s.patternSubscriptions))
+        shardChannelSubscriptions.set(Double(s.shardChannelSubscriptions))
         upstreamUpRedis.set(Double(s.redis?.forwarding == true ? 1 : 0))
         upstreamUpPostgres.set(Double(s.postgres?.listening == true ? 1 : 0))
         leader.set(Double(s.postgres?.leader == true ? 1 : 0))

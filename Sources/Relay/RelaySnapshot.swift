@@ -8,6 +8,7 @@ struct RelaySnapshot: Sendable {
     var clients: Int
     var channelSubscriptions: Int
     var patternSubscriptions: Int
+    var shardChannelSubscriptions: Int
     /// Every counter; `RelayCounterTable` turns them into `/metrics` series (and INFO lines).
     var counters: RelayCounters
     /// nil when no backplane is configured.

@@ -102,6 +102,7 @@ final class RelayState {
         return RelaySnapshot(
             isServing: isServing, socketPath: socketPath, clients: clients.count,
             channelSubscriptions: totals.channels, patternSubscriptions: totals.patterns,
+            shardChannelSubscriptions: totals.shardChannels,
             counters: RelayCounters(stats: stats.counts, redis: redis?.counters, postgres: pg?.counters),
             redis: redis, postgres: pg, tcp: tcpListener)
     }
@@ -217,6 +218,7 @@ final class RelayState {
                 "redis_last_error:\(status.lastError)",
                 "redis_upstream_channels:\(status.upstreamChannels)",
                 "redis_upstream_patterns:\(status.upstreamPatterns)",
+                "redis_upstream_shard_channels:\(status.upstreamShardChannels)",
                 "redis_pending_confirmations:\(status.pendingConfirmations)",
                 "redis_topology:\(status.topology)",
                 "redis_master:\(status.master)",
@@ -253,7 +255,7 @@ final class RelayState {
         let registry = hub.registry
         let addr = c.peer ?? "\(socketPath):0", laddr = c.local ?? "\(socketPath):0"
         return "id=\(s.id) addr=\(addr) laddr=\(laddr) fd=-1 name=\(name) age=\(age) idle=\(idle) "
-            + "flags=\(flags) db=\(s.db) sub=\(registry.channelCount(of: c)) psub=\(registry.patternCount(of: c)) ssub=0 "
+            + "flags=\(flags) db=\(s.db) sub=\(registry.channelCount(of: c)) psub=\(registry.patternCount(of: c)) ssub=\(registry.shardChannelCount(of: c)) "
             + "multi=-1 qbuf=\(c.queryBufferBytes) qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 "
             + "omem=\(c.bufferedOutputBytes) tot-mem=0 events=r cmd=\(s.lastCommand) user=default redir=-1 "
             + "resp=\(s.resp.rawValue) lib-name=\(libName) lib-ver=\(libVer)"

@@ -131,11 +131,7 @@ extension UpstreamReply {
     }
 
     private static func confirmationKind(_ word: RedisReply) -> (SubscriptionKind, Bool)? {
-        if word.equals("subscribe") { return (.channel, true) }
-        if word.equals("unsubscribe") { return (.channel, false) }
-        if word.equals("psubscribe") { return (.pattern, true) }
-        if word.equals("punsubscribe") { return (.pattern, false) }
-        return nil
+        word.isString || word.isStatus ? UpstreamReply.confirmationKind(word.bytes) : nil
     }
 }
 

@@ -108,9 +108,10 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 onStateChange?()
             case .notMaster(let reason):
                 sentinelWatcher?.masterRefused(reason)
-            case .publishLocally(let w, let channel, let payload):
+            case .publishLocally(let w, let channel, let payload, let sharded):
                 var out = ByteBuffer()
-                out.writeRESPInteger(state.hub.publish(channel: channel, payload: payload))
+                out.writeRESPInteger(sharded ? state.hub.publish(shardChannel: channel, payload: payload)
+                                             : state.hub.publish(channel: channel, payload: payload))
                 fill(w, out)
             }
         }
@@ -209,13 +210,23 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 return
             }
             if kind.equals("smessage"), reply.count == 3 {
-                // The only sharded subscription is the fleet channel (README, "PUBLISH in fleet
-                // mode").
-                run(machine.fleetMessage(ByteBuffer(bytes: reply[2].bytes), now: Self.now()))
+                smessage(channel: reply[1].bytes, payload: reply[2].bytes)
                 return
             }
         }
         run(machine.received(id, UpstreamReply(reply, onSubscriber: role == .subscriber), now: Self.now()))
+    }
+
+    /// An `smessage`: the relays' own fleet channel (README, "PUBLISH in fleet mode") feeds the
+    /// machine; any other shard channel is an app's, delivered like a `message`. (An app holding
+    /// the fleet channel itself gets its messages too.)
+    private func smessage(channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) {
+        let name = Self.key(channel, reusing: &lastShardChannel)
+        if name == fleetChannel {
+            run(machine.fleetMessage(ByteBuffer(bytes: payload), now: Self.now()))
+            guard state.hub.registry.entry(forShardChannel: name) != nil else { return }
+        }
+        state.hub.deliverUpstream(shardChannel: name, payload: payload)
     }
 
     func redisConnection(_ connection: RedisConnection, failed reason: String) {
@@ -242,6 +253,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
 
     private var lastChannel = ByteBuffer()
     private var lastPattern = ByteBuffer()
+    private var lastShardChannel = ByteBuffer()
+    private lazy var fleetChannel = FleetReceivers(namespace: machine.settings.namespace, relayID: relayID).channel
 
     // MARK: Backplane (called by the executor)
 
@@ -267,18 +280,22 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         scheduleFlush()
     }
 
-    func publish(channel: ByteBuffer, payload: ByteBuffer, from client: ClientConnection) {
+    func publish(channel: ByteBuffer, payload: ByteBuffer, sharded: Bool, from client: ClientConnection) {
         // A client that receives its own message (RESP3) gets its copies before the reply, as
         // from Redis: its slot lets them pass.
         var echoes: [ByteBuffer] = []
-        if let receipts = state.hub.registry.receipts(of: client, channel: channel) {
+        if sharded {
+            if state.hub.registry.holds(client, shardChannel: channel) {
+                echoes.append(PubSubFrames.smessage(channel: channel, payload: payload, client.respVersion))
+            }
+        } else if let receipts = state.hub.registry.receipts(of: client, channel: channel) {
             let v = client.respVersion
             if receipts.channel { echoes.append(PubSubFrames.message(channel: channel, payload: payload, v)) }
             for pattern in receipts.patterns { echoes.append(PubSubFrames.pmessage(pattern: pattern, channel: channel, payload: payload, v)) }
         }
         let slot = client.reserveReplySlot(echoes: echoes)
-        run(machine.publish(channel: channel, payload: payload, from: client, waiter: (client, slot), echo: !echoes.isEmpty,
-                            now: Self.now()))
+        run(machine.publish(channel: channel, payload: payload, sharded: sharded, from: client, waiter: (client, slot),
+                            echo: !echoes.isEmpty, now: Self.now()))
     }
 
     func answer(_ query: PubSubQuery, for client: ClientConnection) -> Bool {
@@ -318,6 +335,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             },
             lastError: machine.lastError,
             upstreamChannels: state.hub.registry.channelCount, upstreamPatterns: state.hub.registry.patternCount,
+            upstreamShardChannels: state.hub.registry.shardChannelCount,
             pendingConfirmations: machine.pendingConfirmations,
             counters: RedisLinkCounters(
                 reconnects: machine.reconnects, gaps: machine.gaps, gapSecondsTotal: machine.gapSecondsTotal,
@@ -418,6 +436,7 @@ struct RedisLinkStatus: Sendable {
     var lastError: String
     var upstreamChannels: Int
     var upstreamPatterns: Int
+    var upstreamShardChannels: Int
     var pendingConfirmations: Int
     /// INFO's and `/metrics`'s counters (`RelayCounterTable`).
     var counters: RedisLinkCounters

@@ -5,6 +5,17 @@ public enum PubSubQuery: Sendable {
     case channels(pattern: ByteBuffer?)
     case numsub([ByteBuffer])
     case numpat
+    /// `PUBSUB SHARDCHANNELS [pattern]` and `SHARDNUMSUB [shardchannel…]`: shard channels only.
+    case shardchannels(pattern: ByteBuffer?)
+    case shardnumsub([ByteBuffer])
+
+    /// Whether it asks about shard channels.
+    public var isSharded: Bool {
+        switch self {
+        case .shardchannels, .shardnumsub: return true
+        case .channels, .numsub, .numpat: return false
+        }
+    }
 }
 
 /// The executor's view of an upstream backplane (the Redis link, which lives at the I/O edge).
@@ -19,7 +30,7 @@ public protocol Backplane<Client>: AnyObject {
     /// `client` now holds `name`; `first` when no local client held it before. Called before the
     /// client's confirmation is queued, so a wait registered here holds that confirmation back.
     func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: Client)
-    /// After one SUBSCRIBE or PSUBSCRIBE added `names` for `client` (each already told through
+    /// After one (P|S)SUBSCRIBE added `names` for `client` (each already told through
     /// `subscriptionAdded`): a slot holding the command's confirmations while any of them waits
     /// for upstream, or nil to send them at once. The backplane fills the slot when upstream has
     /// confirmed them all, or with Redis's error if it refused one (then it also asks the
@@ -27,8 +38,9 @@ public protocol Backplane<Client>: AnyObject {
     func holdConfirmations(_ kind: SubscriptionKind, _ names: [ByteBuffer], for client: Client) -> ReplySlot?
     /// A local subscription to `name` was dropped; `last` when no local client holds it any more.
     func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool)
-    /// Sends a local PUBLISH upstream; the reply is queued for `client` when Redis answers.
-    func publish(channel: ByteBuffer, payload: ByteBuffer, from client: Client)
+    /// Sends a local PUBLISH (`sharded`: SPUBLISH) upstream; the reply is queued for `client`
+    /// when Redis answers.
+    func publish(channel: ByteBuffer, payload: ByteBuffer, sharded: Bool, from client: Client)
     /// Answers a PUBSUB question for the whole fleet; false: answer from the local registry.
     func answer(_ query: PubSubQuery, for client: Client) -> Bool
 }

@@ -8,7 +8,8 @@ public struct ClientSession: Sendable {
     public var libVersion: [UInt8]?
     /// SELECT is accepted (pub/sub ignores the database) and echoed in CLIENT INFO.
     public var db = 0
-    /// Redis's `CLIENT_PUBSUB` flag: set by (P)SUBSCRIBE, cleared when the count drops to 0.
+    /// Redis's `CLIENT_PUBSUB` flag: set by (P|S)SUBSCRIBE, cleared when the client's
+    /// channels, patterns and shard channels all drop to 0.
     public var inPubSubContext = false
     /// The full name of the last command (`client|info`), as CLIENT INFO shows it.
     public var lastCommand = "NULL"

@@ -103,6 +103,126 @@ extension CommandDocs {
             .set([]),
             .set([]),
         ])),
+        ("ssubscribe", .array([
+            .bulk("ssubscribe"),
+            .integer(-2),
+            .set([
+                .simple("pubsub"),
+                .simple("noscript"),
+                .simple("loading"),
+                .simple("stale"),
+            ]),
+            .integer(1),
+            .integer(-1),
+            .integer(1),
+            .set([
+                .simple("@pubsub"),
+                .simple("@slow"),
+            ]),
+            .set([]),
+            .set([
+                .map([
+                    (.bulk("flags"), .set([
+                        .simple("not_key"),
+                    ])),
+                    (.bulk("begin_search"), .map([
+                        (.bulk("type"), .bulk("index")),
+                        (.bulk("spec"), .map([
+                            (.bulk("index"), .integer(1)),
+                        ])),
+                    ])),
+                    (.bulk("find_keys"), .map([
+                        (.bulk("type"), .bulk("range")),
+                        (.bulk("spec"), .map([
+                            (.bulk("lastkey"), .integer(-1)),
+                            (.bulk("keystep"), .integer(1)),
+                            (.bulk("limit"), .integer(0)),
+                        ])),
+                    ])),
+                ]),
+            ]),
+            .set([]),
+        ])),
+        ("sunsubscribe", .array([
+            .bulk("sunsubscribe"),
+            .integer(-1),
+            .set([
+                .simple("pubsub"),
+                .simple("noscript"),
+                .simple("loading"),
+                .simple("stale"),
+            ]),
+            .integer(1),
+            .integer(-1),
+            .integer(1),
+            .set([
+                .simple("@pubsub"),
+                .simple("@slow"),
+            ]),
+            .set([]),
+            .set([
+                .map([
+                    (.bulk("flags"), .set([
+                        .simple("not_key"),
+                    ])),
+                    (.bulk("begin_search"), .map([
+                        (.bulk("type"), .bulk("index")),
+                        (.bulk("spec"), .map([
+                            (.bulk("index"), .integer(1)),
+                        ])),
+                    ])),
+                    (.bulk("find_keys"), .map([
+                        (.bulk("type"), .bulk("range")),
+                        (.bulk("spec"), .map([
+                            (.bulk("lastkey"), .integer(-1)),
+                            (.bulk("keystep"), .integer(1)),
+                            (.bulk("limit"), .integer(0)),
+                        ])),
+                    ])),
+                ]),
+            ]),
+            .set([]),
+        ])),
+        ("spublish", .array([
+            .bulk("spublish"),
+            .integer(3),
+            .set([
+                .simple("pubsub"),
+                .simple("loading"),
+                .simple("stale"),
+                .simple("fast"),
+            ]),
+            .integer(1),
+            .integer(1),
+            .integer(1),
+            .set([
+                .simple("@pubsub"),
+                .simple("@fast"),
+            ]),
+            .set([]),
+            .set([
+                .map([
+                    (.bulk("flags"), .set([
+                        .simple("not_key"),
+                    ])),
+                    (.bulk("begin_search"), .map([
+                        (.bulk("type"), .bulk("index")),
+                        (.bulk("spec"), .map([
+                            (.bulk("index"), .integer(1)),
+                        ])),
+                    ])),
+                    (.bulk("find_keys"), .map([
+                        (.bulk("type"), .bulk("range")),
+                        (.bulk("spec"), .map([
+                            (.bulk("lastkey"), .integer(0)),
+                            (.bulk("keystep"), .integer(1)),
+                            (.bulk("limit"), .integer(0)),
+                        ])),
+                    ])),
+                ]),
+            ]),
+            .set([]),
+        ])),
         ("ping", .array([
             .bulk("ping"),
             .integer(-1),
@@ -705,6 +825,53 @@ extension CommandDocs {
             (.bulk("arguments"), .array([
                 .map([
                     (.bulk("name"), .bulk("channel")),
+                    (.bulk("type"), .bulk("string")),
+                ]),
+                .map([
+                    (.bulk("name"), .bulk("message")),
+                    (.bulk("type"), .bulk("string")),
+                ]),
+            ])),
+        ])),
+        ("ssubscribe", .map([
+            (.bulk("summary"), .bulk("Listen for messages published to the given shard channels")),
+            (.bulk("since"), .bulk("7.0.0")),
+            (.bulk("group"), .bulk("pubsub")),
+            (.bulk("complexity"), .bulk("O(N) where N is the number of shard channels to subscribe to.")),
+            (.bulk("arguments"), .array([
+                .map([
+                    (.bulk("name"), .bulk("shardchannel")),
+                    (.bulk("type"), .bulk("string")),
+                    (.bulk("flags"), .set([
+                        .simple("multiple"),
+                    ])),
+                ]),
+            ])),
+        ])),
+        ("sunsubscribe", .map([
+            (.bulk("summary"), .bulk("Stop listening for messages posted to the given shard channels")),
+            (.bulk("since"), .bulk("7.0.0")),
+            (.bulk("group"), .bulk("pubsub")),
+            (.bulk("complexity"), .bulk("O(N) where N is the number of clients already subscribed to a shard channel.")),
+            (.bulk("arguments"), .array([
+                .map([
+                    (.bulk("name"), .bulk("shardchannel")),
+                    (.bulk("type"), .bulk("string")),
+                    (.bulk("flags"), .set([
+                        .simple("optional"),
+                        .simple("multiple"),
+                    ])),
+                ]),
+            ])),
+        ])),
+        ("spublish", .map([
+            (.bulk("summary"), .bulk("Post a message to a shard channel")),
+            (.bulk("since"), .bulk("7.0.0")),
+            (.bulk("group"), .bulk("pubsub")),
+            (.bulk("complexity"), .bulk("O(N) where N is the number of clients subscribed to the receiving shard channel.")),
+            (.bulk("arguments"), .array([
+                .map([
+                    (.bulk("name"), .bulk("shardchannel")),
                     (.bulk("type"), .bulk("string")),
                 ]),
                 .map([

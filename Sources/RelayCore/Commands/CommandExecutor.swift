@@ -97,60 +97,27 @@ public final class CommandExecutor<Client: RelayClient> {
     private func run(_ spec: CommandSpec, _ args: [ByteBuffer], _ client: Client, _ out: inout ByteBuffer) -> CommandOutcome {
         let v = client.session.resp
         switch spec.handler {
-        case .publish:
+        case .publish, .spublish:
+            let sharded = spec.handler == .spublish
             stats.counts.messagesPublished += 1
             if let backplane, backplane.isForwarding {
-                backplane.publish(channel: args[1], payload: args[2], from: client)
+                backplane.publish(channel: args[1], payload: args[2], sharded: sharded, from: client)
             } else {
-                let n = hub.publish(channel: args[1], payload: args[2])
+                let n = sharded ? hub.publish(shardChannel: args[1], payload: args[2]) : hub.publish(channel: args[1], payload: args[2])
                 out.writeRESPInteger(n)
             }
         case .subscribe:
             subscribe(.channel, args, client, &out)
         case .psubscribe:
             subscribe(.pattern, args, client, &out)
+        case .ssubscribe:
+            subscribe(.shard, args, client, &out)
         case .unsubscribe:
-            if args.count == 1 {
-                let removed = registry.unsubscribeAllChannels(client)
-                var count = registry.subscriptionCount(of: client) + removed.count
-                for (channel, last) in removed {
-                    count -= 1
-                    backplane?.subscriptionRemoved(.channel, channel, last: last)
-                    PubSubFrames.confirmation("unsubscribe", name: channel, count: count, v, into: &out)
-                }
-                if removed.isEmpty {
-                    PubSubFrames.confirmation("unsubscribe", name: nil, count: count, v, into: &out)
-                }
-            } else {
-                for channel in args.dropFirst() {
-                    if case .removed(let last) = registry.unsubscribe(client, channel: channel) {
-                        backplane?.subscriptionRemoved(.channel, channel, last: last)
-                    }
-                    PubSubFrames.confirmation("unsubscribe", name: channel, count: registry.subscriptionCount(of: client), v, into: &out)
-                }
-            }
-            leavePubSubContextIfIdle(client)
+            unsubscribe(.channel, args, client, &out)
         case .punsubscribe:
-            if args.count == 1 {
-                let removed = registry.punsubscribeAllPatterns(client)
-                var count = registry.subscriptionCount(of: client) + removed.count
-                for (pattern, last) in removed {
-                    count -= 1
-                    backplane?.subscriptionRemoved(.pattern, pattern, last: last)
-                    PubSubFrames.confirmation("punsubscribe", name: pattern, count: count, v, into: &out)
-                }
-                if removed.isEmpty {
-                    PubSubFrames.confirmation("punsubscribe", name: nil, count: count, v, into: &out)
-                }
-            } else {
-                for pattern in args.dropFirst() {
-                    if case .removed(let last) = registry.punsubscribe(client, pattern: pattern) {
-                        backplane?.subscriptionRemoved(.pattern, pattern, last: last)
-                    }
-                    PubSubFrames.confirmation("punsubscribe", name: pattern, count: registry.subscriptionCount(of: client), v, into: &out)
-                }
-            }
-            leavePubSubContextIfIdle(client)
+            unsubscribe(.pattern, args, client, &out)
+        case .sunsubscribe:
+            unsubscribe(.shard, args, client, &out)
         case .ping:
             ping(args, client, &out)
         case .echo:
@@ -220,21 +187,13 @@ public final class CommandExecutor<Client: RelayClient> {
                 writeError(&out, CommandTexts.subcommandSyntaxText(args))
                 return .proceed
             }
-            guard spec.handler == .pubsubChannels else {
-                out.writeRESPArrayHeader(0)
-                return .proceed
-            }
-            let query = PubSubQuery.channels(pattern: args.count == 3 ? args[2] : nil)
+            let pattern = args.count == 3 ? args[2] : nil
+            let query = spec.handler == .pubsubChannels ? PubSubQuery.channels(pattern: pattern) : .shardchannels(pattern: pattern)
             if backplane?.answer(query, for: client) != true { writeLocalAnswer(query, v, into: &out) }
-        case .pubsubNumsub:
-            let query = PubSubQuery.numsub(Array(args.dropFirst(2)))
+        case .pubsubNumsub, .pubsubShardNumsub:
+            let names = Array(args.dropFirst(2))
+            let query = spec.handler == .pubsubNumsub ? PubSubQuery.numsub(names) : .shardnumsub(names)
             if args.count == 2 || backplane?.answer(query, for: client) != true { writeLocalAnswer(query, v, into: &out) }
-        case .pubsubShardNumsub:
-            out.writeRESPArrayHeader((args.count - 2) * 2)
-            for channel in args.dropFirst(2) {
-                out.writeRESPBulk(channel)
-                out.writeRESPInteger(0)
-            }
         case .pubsubNumpat:
             if backplane?.answer(.numpat, for: client) != true { writeLocalAnswer(.numpat, v, into: &out) }
         case .pubsubHelp:
@@ -248,39 +207,51 @@ public final class CommandExecutor<Client: RelayClient> {
     public func writeLocalAnswer(_ query: PubSubQuery, _ version: RESPVersion, into out: inout ByteBuffer) {
         switch query {
         case .channels(let pattern):
-            let patternBytes = pattern.map { Array($0.readableBytesView) }
-            var names: [ByteBuffer] = []
-            for channel in registry.activeChannels {
-                if let patternBytes, !GlobMatcher.matches(pattern: patternBytes, string: channel.readableBytesView) { continue }
-                names.append(channel)
-            }
-            out.writeRESPArrayHeader(names.count)
-            for name in names { out.writeRESPBulk(name) }
+            writeNames(registry.activeChannels, matching: pattern, into: &out)
+        case .shardchannels(let pattern):
+            writeNames(registry.activeShardChannels, matching: pattern, into: &out)
         case .numsub(let channels):
             out.writeRESPArrayHeader(channels.count * 2)
             for channel in channels {
                 out.writeRESPBulk(channel)
                 out.writeRESPInteger(registry.numberOfSubscribers(channel: channel))
             }
+        case .shardnumsub(let channels):
+            out.writeRESPArrayHeader(channels.count * 2)
+            for channel in channels {
+                out.writeRESPBulk(channel)
+                out.writeRESPInteger(registry.numberOfShardSubscribers(shardChannel: channel))
+            }
         case .numpat:
             out.writeRESPInteger(registry.patternCount)
         }
     }
 
-    /// SUBSCRIBE / PSUBSCRIBE: registered locally at once; with a backplane, the confirmations
-    /// may be held until upstream has confirmed (or refused) the new subscriptions.
+    /// `PUBSUB (SHARD)CHANNELS [pattern]`: the names of `active` that match.
+    private func writeNames(_ active: some Collection<ByteBuffer>, matching pattern: ByteBuffer?, into out: inout ByteBuffer) {
+        let patternBytes = pattern.map { Array($0.readableBytesView) }
+        var names: [ByteBuffer] = []
+        for name in active {
+            if let patternBytes, !GlobMatcher.matches(pattern: patternBytes, string: name.readableBytesView) { continue }
+            names.append(name)
+        }
+        out.writeRESPArrayHeader(names.count)
+        for name in names { out.writeRESPBulk(name) }
+    }
+
+    /// (P|S)SUBSCRIBE: registered locally at once; with a backplane, the confirmations may be held
+    /// until upstream has confirmed (or refused) the new subscriptions.
     private func subscribe(_ kind: SubscriptionKind, _ args: [ByteBuffer], _ client: Client, _ out: inout ByteBuffer) {
         let v = client.session.resp
         let start = out.writerIndex
         var added: [ByteBuffer] = []
         for name in args.dropFirst() {
-            let change = kind == .channel ? registry.subscribe(client, channel: name) : registry.psubscribe(client, pattern: name)
+            let change = registry.add(kind, client, name)
             if let backplane, case .added(let first) = change {
                 backplane.subscriptionAdded(kind, name, first: first, by: client)
                 added.append(name)
             }
-            PubSubFrames.confirmation(kind == .channel ? "subscribe" : "psubscribe", name: name,
-                                      count: registry.subscriptionCount(of: client), v, into: &out)
+            PubSubFrames.confirmation(kind.subscribeWord, name: name, count: registry.confirmationCount(kind, of: client), v, into: &out)
         }
         client.session.inPubSubContext = true
         if !added.isEmpty, let slot = backplane?.holdConfirmations(kind, added, for: client) {
@@ -289,12 +260,38 @@ public final class CommandExecutor<Client: RelayClient> {
         }
     }
 
+    /// (P|S)UNSUBSCRIBE: the names given, or (none given) every name of that kind the client
+    /// holds, in the order it subscribed them; with nothing to drop, one confirmation with a null
+    /// name, as Redis answers.
+    private func unsubscribe(_ kind: SubscriptionKind, _ args: [ByteBuffer], _ client: Client, _ out: inout ByteBuffer) {
+        let v = client.session.resp
+        if args.count == 1 {
+            let removed = registry.removeAll(kind, client)
+            var count = registry.confirmationCount(kind, of: client) + removed.count
+            for (name, last) in removed {
+                count -= 1
+                backplane?.subscriptionRemoved(kind, name, last: last)
+                PubSubFrames.confirmation(kind.unsubscribeWord, name: name, count: count, v, into: &out)
+            }
+            if removed.isEmpty {
+                PubSubFrames.confirmation(kind.unsubscribeWord, name: nil, count: count, v, into: &out)
+            }
+        } else {
+            for name in args.dropFirst() {
+                if case .removed(let last) = registry.remove(kind, client, name) {
+                    backplane?.subscriptionRemoved(kind, name, last: last)
+                }
+                PubSubFrames.confirmation(kind.unsubscribeWord, name: name, count: registry.confirmationCount(kind, of: client), v, into: &out)
+            }
+        }
+        leavePubSubContextIfIdle(client)
+    }
+
     /// Upstream refused a subscription that one of `client`'s commands added: as on Redis, the
     /// command changes nothing — the names it added are dropped again.
     public func undoSubscriptions(_ kind: SubscriptionKind, _ names: [ByteBuffer], of client: Client) {
         for name in names {
-            let change = kind == .channel ? registry.unsubscribe(client, channel: name) : registry.punsubscribe(client, pattern: name)
-            if case .removed(let last) = change {
+            if case .removed(let last) = registry.remove(kind, client, name) {
                 backplane?.subscriptionRemoved(kind, name, last: last)
             }
         }
@@ -313,16 +310,15 @@ public final class CommandExecutor<Client: RelayClient> {
     }
 
     private func dropSubscriptions(of client: Client) {
-        for (channel, last) in registry.unsubscribeAllChannels(client) {
-            backplane?.subscriptionRemoved(.channel, channel, last: last)
-        }
-        for (pattern, last) in registry.punsubscribeAllPatterns(client) {
-            backplane?.subscriptionRemoved(.pattern, pattern, last: last)
+        for kind in SubscriptionKind.allCases {
+            for (name, last) in registry.removeAll(kind, client) {
+                backplane?.subscriptionRemoved(kind, name, last: last)
+            }
         }
     }
 
     private func leavePubSubContextIfIdle(_ client: Client) {
-        if registry.subscriptionCount(of: client) == 0 {
+        if registry.totalSubscriptionCount(of: client) == 0 {
             client.session.inPubSubContext = false
         }
     }

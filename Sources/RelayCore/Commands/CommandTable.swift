@@ -2,6 +2,7 @@
 struct CommandSpec: Sendable {
     enum Handler: Sendable {
         case subscribe, unsubscribe, psubscribe, punsubscribe, publish
+        case ssubscribe, sunsubscribe, spublish
         case ping, echo, quit, reset, hello, select, auth, info
         case command, commandCount, commandDocs, commandInfo, commandList, commandHelp
         case clientGetname, clientSetname, clientId, clientInfo, clientSetinfo, clientHelp
@@ -46,6 +47,9 @@ enum CommandTable {
         CommandSpec("unsubscribe", -1, .unsubscribe, subscribed: true),
         CommandSpec("psubscribe", -2, .psubscribe, subscribed: true),
         CommandSpec("punsubscribe", -1, .punsubscribe, subscribed: true),
+        CommandSpec("spublish", 3, .spublish),
+        CommandSpec("ssubscribe", -2, .ssubscribe, subscribed: true),
+        CommandSpec("sunsubscribe", -1, .sunsubscribe, subscribed: true),
         CommandSpec("ping", -1, .ping, subscribed: true),
         CommandSpec("echo", 2, .echo),
         // AUTH, HELLO, QUIT and RESET are Redis 7.0's CMD_NO_AUTH commands.

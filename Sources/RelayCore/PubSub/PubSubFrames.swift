@@ -19,6 +19,22 @@ public enum PubSubFrames {
         return frame
     }
 
+    /// `smessage shardchannel payload` (`*3` in RESP2, `>3` in RESP3): an SPUBLISH's delivery.
+    public static func smessage(channel: ByteBuffer, payload: ByteBuffer, _ version: RESPVersion) -> ByteBuffer {
+        smessage(channel: channel.readableBytesView, payload: payload.readableBytesView, version)
+    }
+
+    @inlinable
+    public static func smessage<C: Collection, P: Collection>(channel: C, payload: P, _ version: RESPVersion) -> ByteBuffer
+    where C.Element == UInt8, P.Element == UInt8 {
+        var frame = ByteBufferAllocator().buffer(capacity: 32 + channel.count + payload.count)
+        frame.writeRESPPushHeader(3, version)
+        frame.writeStaticString("$8\r\nsmessage\r\n")
+        frame.writeRESPBulk(bytes: channel)
+        frame.writeRESPBulk(bytes: payload)
+        return frame
+    }
+
     /// `pmessage pattern channel payload` (`*4` in RESP2, `>4` in RESP3).
     public static func pmessage(pattern: ByteBuffer, channel: ByteBuffer, payload: ByteBuffer, _ version: RESPVersion) -> ByteBuffer {
         pmessage(pattern: pattern, channel: channel.readableBytesView, payload: payload.readableBytesView, version)

@@ -73,6 +73,31 @@ public final class PubSubHub<Subscriber: MessageSink> {
         return receivers
     }
 
+    /// Delivers `payload` on a shard channel (SPUBLISH) to its local subscribers only — no
+    /// classic channel, no pattern; returns their number (Redis's SPUBLISH reply in local mode).
+    @discardableResult
+    public func publish(shardChannel channel: ByteBuffer, payload: ByteBuffer) -> Int {
+        guard let entry = registry.entry(forShardChannel: channel) else { return 0 }
+        isFanningOut = true
+        defer { endFanOut() }
+        let n = Self.fanOut(entry.subscribers) { PubSubFrames.smessage(channel: channel, payload: payload, $0) }
+        stats.counts.deliveries += n
+        return n
+    }
+
+    /// An `smessage` from the backplane (not the fleet channel's): to the local subscribers of
+    /// that shard channel.
+    @discardableResult
+    public func deliverUpstream(shardChannel channel: ByteBuffer, payload: UnsafeRawBufferPointer) -> Int {
+        stats.counts.messagesFromRedis += 1
+        guard let entry = registry.entry(forShardChannel: channel) else { return 0 }
+        isFanningOut = true
+        defer { endFanOut() }
+        let n = Self.fanOut(entry.subscribers) { PubSubFrames.smessage(channel: channel.readableBytesView, payload: payload, $0) }
+        stats.counts.deliveries += n
+        return n
+    }
+
     /// A `message` Redis delivered on the backplane's subscriber link: to the local subscribers
     /// of the exact channel only — Redis sends a separate `pmessage` for each matching pattern
     /// the relay holds, in its own order, which `deliverUpstream(pattern:…)` handles.

@@ -8,10 +8,11 @@ import NIOCore
 /// master moved — and returns the actions the I/O edge runs: connect, send, answer a client,
 /// undo a refused subscription, log. Time is passed in with each event (uptime nanoseconds).
 ///
-/// * Upstream (P)SUBSCRIBE is reference-counted from the registry's first/last transitions; a
+/// * Upstream (P|S)SUBSCRIBE is reference-counted from the registry's first/last transitions; a
 ///   client's confirmation waits for Redis's (subscribe-then-publish safety). If Redis refuses a
 ///   subscription (an error reply, e.g. `-NOPERM`), the client's command fails with Redis's error.
-/// * Local PUBLISH goes to Redis only; local subscribers get it when Redis delivers it back.
+/// * Local PUBLISH and SPUBLISH go to Redis only; local subscribers get them when Redis delivers
+///   them back.
 /// * While either connection is down the relay is *degraded*: subscriptions are confirmed locally
 ///   and PUBLISH is delivered locally (the executor's side). Each connection reconnects on its own
 ///   with capped, jittered backoff; the subscriber resubscribes everything in one pipeline.
@@ -101,7 +102,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case notMaster(String)
         /// A PUBLISH that waited for a subscription when the link dropped: delivered to the local
         /// subscribers (degraded mode), the waiter answered with their number.
-        case publishLocally(Waiter, channel: ByteBuffer, payload: ByteBuffer)
+        case publishLocally(Waiter, channel: ByteBuffer, payload: ByteBuffer, sharded: Bool)
     }
 
     /// What the next non-push reply on a connection answers.
@@ -115,8 +116,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case ping
         /// `localExtra`: this relay's receivers Redis does not count (`FleetReceivers`), taken
         /// when it was sent; the other relays' are added when Redis answers (`channel`).
-        /// `echo`: the publishing client receives the message itself (RESP3).
-        case publish(Waiter, localExtra: Int, channel: ByteBuffer?, echo: Bool)
+        /// `echo`: the publishing client receives the message itself (RESP3). `sharded`: an SPUBLISH.
+        case publish(Waiter, localExtra: Int, channel: ByteBuffer?, sharded: Bool, echo: Bool)
         case query(Waiter, PubSubQuery)
         /// One of the EVALs of a fleet-wide NUMSUB (an index into `numsubs`).
         case numsubPart(Int)
@@ -133,7 +134,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         /// itself: Redis sent the message before this PONG, so the reply goes after its copy.
         case echoBarrier(Waiter, ByteBuffer)
         case callback(Callback)
-        /// A (P)(UN)SUBSCRIBE of `total` names, `remaining` not yet confirmed. Redis answers with
+        /// A (P|S)(UN)SUBSCRIBE of `total` names, `remaining` not yet confirmed. Redis answers with
         /// one push per name, or with one error for the whole command.
         case subscriptions(total: Int, remaining: Int)
     }
@@ -157,7 +158,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         var id: ConnectionID { ConnectionID(role: role, generation: generation) }
     }
 
-    /// One client's SUBSCRIBE or PSUBSCRIBE whose confirmations wait for upstream.
+    /// One client's (P|S)SUBSCRIBE whose confirmations wait for upstream.
     struct SubscribeWait {
         let client: Client
         let waiter: Waiter
@@ -451,7 +452,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     private mutating func resolveLocally(_ entry: Expected, _ actions: inout [Action]) {
         switch entry {
-        case .publish(let w, _, _, _):
+        case .publish(let w, _, _, _, _):
             unconfirmedPublishes += 1
             var reply = ByteBuffer()
             reply.writeRESPInteger(0)
@@ -599,11 +600,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             } else if case .handshakeDone = expected {
                 handshakeDone(id.role, now, &actions)
             }
-        case .publish(let w, let localExtra, let channel, let echo):
+        case .publish(let w, let localExtra, let channel, let sharded, let echo):
             if case .integer(let n) = reply {
                 // The other relays' receivers as known now, when Redis has run the PUBLISH: a
                 // change a relay told before it (and before its client's confirmation) is in.
-                let remote = channel.map { fleetChannel == .subscribed ? receivers.remoteExtra(for: $0) : 0 } ?? 0
+                let remote = channel.map { fleetChannel == .subscribed ? receivers.remoteExtra(for: $0, sharded: sharded) : 0 } ?? 0
                 var out = ByteBuffer()
                 out.writeRESPInteger(n + localExtra + remote)
                 if echo {
@@ -622,7 +623,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
                                     [("error", reply.text)]))
                 actions.append(.fillWithLocalAnswer(w, query))
             } else {
-                actions.append(.fillWithReply(w, reply))
+                actions.append(.fillWithReply(w, shownToApps(reply, answering: query)))
             }
         case .numsubPart(let gather):
             if reply.isError {
@@ -641,11 +642,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case .fleetSubscription:
             if reply.isError {
                 fleetChannelUnavailable(reply, &actions)
-            } else if fleetChannel == .subscribing {
-                fleetChannel = .subscribed
-                receivers.forgetAll()
-                helloPending = true
-                sayHello(now, &actions)
+            } else {
+                fleetSubscribed(now, &actions)
             }
         case .callback(let callback):
             actions.append(.complete(callback, reply))
@@ -658,6 +656,21 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             subscriptionsRefused(total, reply, now, &actions)
         }
         return actions
+    }
+
+    /// Redis confirmed the subscriber's SSUBSCRIBE of the fleet channel.
+    private mutating func fleetSubscribed(_ now: UInt64, _ actions: inout [Action]) {
+        guard fleetChannel == .subscribing else { return }
+        fleetChannel = .subscribed
+        receivers.forgetAll()
+        helloPending = true
+        sayHello(now, &actions)
+    }
+
+    /// Whether `name` of `kind` is the fleet channel, which the subscriber holds for the relay
+    /// itself: an app's SSUBSCRIBE of it shares that subscription and never sends its own.
+    private func isFleetChannel(_ kind: SubscriptionKind, _ name: ByteBuffer) -> Bool {
+        kind == .shard && name == receivers.channel
     }
 
     private mutating func handshakeDone(_ role: Role, _ now: UInt64, _ actions: inout [Action]) {
@@ -679,7 +692,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         }
     }
 
-    /// Every channel and pattern held locally, in one pipeline.
+    /// Every channel, pattern and shard channel held locally, in one pipeline.
     private mutating func resubscribe(_ now: UInt64, _ actions: inout [Action]) {
         sub.phase = .syncing
         flushRun(now, &actions)
@@ -689,8 +702,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         }
         let channels = Array(registry.activeChannels)
         let patterns = Array(registry.patterns.keys)
-        resyncRemaining = channels.count + patterns.count
-        for (kind, names) in [(SubscriptionKind.channel, channels), (.pattern, patterns)] {
+        let shardChannels = registry.activeShardChannels.filter { !isFleetChannel(.shard, $0) }
+        resyncRemaining = channels.count + patterns.count + shardChannels.count
+        for (kind, names) in [(SubscriptionKind.channel, channels), (.pattern, patterns), (.shard, shardChannels)] {
             var start = 0
             while start < names.count {
                 let chunk = Array(names[start..<min(start + Self.namesPerCommand, names.count)])
@@ -702,13 +716,24 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         if resyncRemaining == 0 {
             sub.phase = .ready
         } else {
-            actions.append(.log(.info, "redis backplane: resubscribing", [("channels", "\(channels.count)"), ("patterns", "\(patterns.count)")]))
+            actions.append(.log(.info, "redis backplane: resubscribing", [("channels", "\(channels.count)"), ("patterns", "\(patterns.count)"),
+                                                                            ("shard_channels", "\(shardChannels.count)")]))
         }
         updateMode(now, &actions)
     }
 
     private mutating func confirmation(_ kind: SubscriptionKind, _ subscribe: Bool, _ name: ByteBuffer,
                                        _ now: UInt64, _ actions: inout [Action]) {
+        if subscribe, isFleetChannel(kind, name), case .fleetSubscription? = sub.expected.first {
+            sub.expected.removeFirst()
+            sub.deadline.answered()
+            fleetSubscribed(now, &actions)
+            return
+        }
+        if kind == .shard, !subscribe, !ledger.isNext(.shard, name, subscribe: false) {
+            shardChannelUnsubscribedByRedis(name, now, &actions)
+            return
+        }
         guard case .subscriptions(let total, let remaining)? = sub.expected.first else {
             linkFailed(.subscriber, "subscriber connection out of step: a confirmation with no subscription command in flight", now, &actions)
             return
@@ -727,6 +752,14 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         } catch {
             linkFailed(.subscriber, "subscriber connection out of step: \(error)", now, &actions)
         }
+    }
+
+    /// Redis sent an `sunsubscribe` the relay did not ask for (a Redis Cluster drops a shard
+    /// channel's subscribers when its slot moves; a standalone Redis never does): the link is out
+    /// of step, and the reconnect's resubscription restores every shard channel.
+    private mutating func shardChannelUnsubscribedByRedis(_ name: ByteBuffer, _ now: UInt64, _ actions: inout [Action]) {
+        let shown = String(decoding: name.readableBytesView.prefix(128), as: UTF8.self)
+        linkFailed(.subscriber, "subscriber connection out of step: Redis unsubscribed the shard channel '\(shown)' unasked", now, &actions)
     }
 
     /// One resubscription after a reconnect was answered; the last one makes the link ready.
@@ -768,7 +801,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
                 let shown = String(decoding: entry.name.readableBytesView.prefix(128), as: UTF8.self)
                 actions.append(.log(first ? .warning : .debug,
                                     "redis refused a subscription: the apps asking for it get Redis's error, other subscriptions carry on",
-                                    [(entry.kind == .channel ? "channel" : "pattern", shown), ("error", reply.text)]))
+                                    [(Self.logKey(entry.kind), shown), ("error", reply.text)]))
             }
             resyncProgressed(now, &actions)
             for waitID in entry.waiters { resolve(waitID, refusal: errorLine, &actions) }
@@ -777,7 +810,15 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     }
 
     private func holdsLocally(_ kind: SubscriptionKind, _ name: ByteBuffer) -> Bool {
-        kind == .channel ? registry.numberOfSubscribers(channel: name) > 0 : registry.patterns[name] != nil
+        registry.isHeld(kind, name)
+    }
+
+    private static func logKey(_ kind: SubscriptionKind) -> String {
+        switch kind {
+        case .channel: return "channel"
+        case .pattern: return "pattern"
+        case .shard: return "shard_channel"
+        }
     }
 
     /// One of the names a SUBSCRIBE waited for was confirmed (or confirmed locally, the link
@@ -798,6 +839,14 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         } else {
             actions.append(.fill(wait.waiter, nil))
         }
+    }
+
+    /// Redis's SHARDCHANNELS lists the fleet channel, which every relay holds for itself: it is
+    /// left out unless an app of this relay holds it too.
+    private func shownToApps(_ reply: UpstreamReply, answering query: PubSubQuery) -> UpstreamReply {
+        guard case .shardchannels = query, case .array(let names) = reply,
+              !registry.isHeld(.shard, receivers.channel) else { return reply }
+        return .array(names.filter { $0 != .bulk(receivers.channel) })
     }
 
     private mutating func numsubPartDone(_ id: Int, _ reply: UpstreamReply?, _ actions: inout [Action]) {
@@ -844,7 +893,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
                                            now: UInt64, waiter: () -> Waiter) -> [Action] {
         var actions: [Action] = []
         fleetChanged(kind, name, client: isForwarding ? client : nil, waiter)
-        if first, sub.phase == .syncing || sub.phase == .ready {
+        if first, !isFleetChannel(kind, name), sub.phase == .syncing || sub.phase == .ready {
             queueSubscription(kind, name.compacted(), subscribe: true, now, &actions)
         }
         return actions
@@ -853,13 +902,13 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public mutating func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool, now: UInt64) -> [Action] {
         var actions: [Action] = []
         fleetChanged(kind, name, client: nil) { fatalError("no waiter without a client") }
-        if last, sub.phase == .syncing || sub.phase == .ready {
+        if last, !isFleetChannel(kind, name), sub.phase == .syncing || sub.phase == .ready {
             queueSubscription(kind, name.compacted(), subscribe: false, now, &actions)
         }
         return actions
     }
 
-    /// The names of one SUBSCRIBE/PSUBSCRIBE that wait for upstream (empty: confirm at once).
+    /// The names of one (P|S)SUBSCRIBE that wait for upstream (empty: confirm at once).
     public func pendingNames(_ kind: SubscriptionKind, _ names: [ByteBuffer]) -> [ByteBuffer] {
         guard isForwarding else { return [] }
         return names.filter { ledger.isPending(kind, $0) }
@@ -874,33 +923,36 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         for name in pending { _ = ledger.wait(for: kind, name, id) }
     }
 
-    /// A local PUBLISH. One that an (un)subscription in flight could affect waits until Redis
-    /// has confirmed it, and so do the same client's later ones (its messages stay in order).
-    /// `echo`: the client receives the message itself (its reply must follow its copies).
-    public mutating func publish(channel: ByteBuffer, payload: ByteBuffer, from client: Client, waiter: Waiter,
+    /// A local PUBLISH (`sharded`: SPUBLISH). One that an (un)subscription in flight could affect
+    /// waits until Redis has confirmed it, and so do the same client's later ones, PUBLISH or
+    /// SPUBLISH (its messages stay in order). `echo`: the client receives the message itself
+    /// (its reply must follow its copies).
+    public mutating func publish(channel: ByteBuffer, payload: ByteBuffer, sharded: Bool = false, from client: Client, waiter: Waiter,
                                  echo: Bool = false, now: UInt64) -> [Action] {
         let key = ObjectIdentifier(client)
-        if (!heldPublishes.isEmpty && heldPerClient[key] != nil) || ledger.affects(channel: channel) {
+        if (!heldPublishes.isEmpty && heldPerClient[key] != nil) || ledger.affects(channel: channel, sharded: sharded) {
             heldPublishCount += 1
-            heldPublishes.append(HeldPublish(client: key, channel: channel, payload: payload, waiter: waiter, echo: echo))
+            heldPublishes.append(HeldPublish(client: key, channel: channel, payload: payload, sharded: sharded, waiter: waiter, echo: echo))
             heldPerClient[key, default: 0] += 1
             return []
         }
         var actions: [Action] = []
-        sendPublish(channel, payload, waiter, echo: echo, now, &actions)
+        sendPublish(channel, payload, sharded: sharded, waiter, echo: echo, now, &actions)
         return actions
     }
 
-    private mutating func sendPublish(_ channel: ByteBuffer, _ payload: ByteBuffer, _ waiter: Waiter, echo: Bool, _ now: UInt64,
-                                      _ actions: inout [Action]) {
-        let expected = Expected.publish(waiter, localExtra: localExtra(for: channel),
-                                        channel: fleetChannel == .subscribed ? channel : nil, echo: echo)
-        send(.publisher, [Self.publishCommand, channel, payload], expected, now, &actions)
+    private mutating func sendPublish(_ channel: ByteBuffer, _ payload: ByteBuffer, sharded: Bool, _ waiter: Waiter, echo: Bool,
+                                      _ now: UInt64, _ actions: inout [Action]) {
+        let expected = Expected.publish(waiter, localExtra: localExtra(for: channel, sharded: sharded),
+                                        channel: fleetChannel == .subscribed ? channel : nil, sharded: sharded, echo: echo)
+        send(.publisher, [sharded ? BackplaneCommandWords.spublish : Self.publishCommand, channel, payload], expected, now, &actions)
     }
 
     /// This relay's receivers of a PUBLISH to `channel` that Redis does not count: all but one
-    /// client of the channel, and of each matching pattern (Redis counts the relay once per name).
-    private func localExtra(for channel: ByteBuffer) -> Int {
+    /// client of the channel, and of each matching pattern (Redis counts the relay once per name);
+    /// of an SPUBLISH, all but one client of the shard channel.
+    private func localExtra(for channel: ByteBuffer, sharded: Bool) -> Int {
+        if sharded { return max(0, registry.numberOfShardSubscribers(shardChannel: channel) - 1) }
         var n = max(0, registry.numberOfSubscribers(channel: channel) - 1)
         if registry.sharedPatternCount > 0 {
             channel.withUnsafeReadableBytes { ch in
@@ -921,7 +973,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         var blocked: Set<ObjectIdentifier> = []
         var kept: Deque<HeldPublish> = []
         while let held = heldPublishes.popFirst() {
-            if isForwarding && (blocked.contains(held.client) || ledger.affects(channel: held.channel)) {
+            if isForwarding && (blocked.contains(held.client) || ledger.affects(channel: held.channel, sharded: held.sharded)) {
                 blocked.insert(held.client)
                 kept.append(held)
                 continue
@@ -929,9 +981,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             let left = heldPerClient[held.client, default: 1] - 1
             heldPerClient[held.client] = left > 0 ? left : nil
             if isForwarding {
-                sendPublish(held.channel, held.payload, held.waiter, echo: held.echo, now, &actions)
+                sendPublish(held.channel, held.payload, sharded: held.sharded, held.waiter, echo: held.echo, now, &actions)
             } else {
-                actions.append(.publishLocally(held.waiter, channel: held.channel, payload: held.payload))
+                actions.append(.publishLocally(held.waiter, channel: held.channel, payload: held.payload, sharded: held.sharded))
             }
         }
         heldPublishes = kept
@@ -943,14 +995,16 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         var actions: [Action] = []
         let w = waiter()
         switch query {
-        case .numsub(let channels):
-            let commands = fleet.numsubCommands(channels)
+        case .numsub(let channels), .shardnumsub(let channels):
+            let commands = fleet.numsubCommands(channels, sharded: query.isSharded)
             let id = nextNumsubID
             nextNumsubID += 1
             numsubs[id] = NumsubGather(waiter: w, query: query, remaining: commands.count)
             for command in commands { send(.publisher, command, .numsubPart(id), now, &actions) }
         case .channels(let pattern):
             send(.publisher, [Self.arg("PUBSUB"), Self.arg("CHANNELS")] + (pattern.map { [$0] } ?? []), .query(w, query), now, &actions)
+        case .shardchannels(let pattern):
+            send(.publisher, [Self.arg("PUBSUB"), Self.arg("SHARDCHANNELS")] + (pattern.map { [$0] } ?? []), .query(w, query), now, &actions)
         case .numpat:
             send(.publisher, [Self.arg("PUBSUB"), Self.arg("NUMPAT")], .query(w, query), now, &actions)
         }
@@ -1012,19 +1066,18 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         sendSubscriptionCommand(run.kind, subscribe: run.subscribe, run.names, now, &actions)
     }
 
-    /// `(P)(UN)SUBSCRIBE name…` on the subscriber connection (the ledger already has the names).
+    /// `(P|S)(UN)SUBSCRIBE name…` on the subscriber connection (the ledger already has the names).
     private mutating func sendSubscriptionCommand(_ kind: SubscriptionKind, subscribe: Bool, _ names: [ByteBuffer],
                                                   _ now: UInt64, _ actions: inout [Action]) {
-        let verb = (kind == .pattern ? "P" : "") + (subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE")
-        send(.subscriber, [Self.arg(verb)] + names, .subscriptions(total: names.count, remaining: names.count), now, &actions)
+        send(.subscriber, [Self.arg(kind.command(subscribe: subscribe))] + names, .subscriptions(total: names.count, remaining: names.count), now, &actions)
     }
 
-    /// A channel's local count changed: written to the fleet hash at the end of the tick. While
+    /// A channel's (or shard channel's) local count changed: written to the fleet hash at the end of the tick. While
     /// forwarding, the subscribing client's confirmation also waits for that write, so that a
     /// NUMSUB asked after the confirmation (anywhere in the fleet) counts it.
     private mutating func fleetChanged(_ kind: SubscriptionKind, _ name: ByteBuffer, client: Client?, _ waiter: () -> Waiter) {
         let name = name.compacted()
-        if kind == .channel { fleet.changed(name) }
+        if kind != .pattern { fleet.changed(name, sharded: kind == .shard) }
         if fleetChannel != .unavailable { receivers.changed(kind, name) }
         guard pub.phase == .ready else { return }
         if let client, fleetWaiters.last?.client !== client {
@@ -1040,7 +1093,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             for w in waiters { actions.append(.fill(w, nil)) }
             return
         }
-        let commands = fleet.hasChanges ? fleet.takeUpdate { registry.numberOfSubscribers(channel: $0) } : []
+        let commands = fleet.hasChanges ? fleet.takeUpdate { field in
+            field.sharded ? registry.numberOfShardSubscribers(shardChannel: field.name) : registry.numberOfSubscribers(channel: field.name)
+        } : []
         for (i, command) in commands.enumerated() {
             send(.publisher, command, i == commands.count - 1 && deltas.isEmpty ? .fleetAck(waiters) : .bookkeeping, now, &actions)
         }
@@ -1048,7 +1103,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     }
 
     private func localCount(_ key: FleetReceivers.Key) -> Int {
-        key.kind == .channel ? registry.numberOfSubscribers(channel: key.name) : registry.patterns[key.name]?.subscribers.count ?? 0
+        switch key.kind {
+        case .channel: return registry.numberOfSubscribers(channel: key.name)
+        case .pattern: return registry.patterns[key.name]?.subscribers.count ?? 0
+        case .shard: return registry.numberOfShardSubscribers(shardChannel: key.name)
+        }
     }
 
     /// SPUBLISHes on the fleet channel; the last one releases `waiters`.
@@ -1070,6 +1129,10 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         }
         for (pattern, entry) in registry.patterns {
             counts.append((FleetReceivers.Key(kind: .pattern, name: pattern), entry.subscribers.count))
+        }
+        for channel in registry.activeShardChannels {
+            let n = registry.numberOfShardSubscribers(shardChannel: channel)
+            if n > 1 { counts.append((FleetReceivers.Key(kind: .shard, name: channel), n)) }
         }
         let state = receivers.takeState(counts)
         lastAlive = now
@@ -1125,7 +1188,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     /// This relay's whole fleet-count hash, from the registry (after a reconnect or a stall).
     private mutating func rewriteFleetCounts(_ now: UInt64, _ actions: inout [Action]) {
         let counts = registry.activeChannels.map { ($0, registry.numberOfSubscribers(channel: $0)) }
-        for command in fleet.takeFullRewrite(counts) { send(.publisher, command, .bookkeeping, now, &actions) }
+        let shardCounts = registry.activeShardChannels.map { ($0, registry.numberOfShardSubscribers(shardChannel: $0)) }
+        for command in fleet.takeFullRewrite(counts, shardCounts: shardCounts) { send(.publisher, command, .bookkeeping, now, &actions) }
         lastFleetRefresh = now
     }
 
@@ -1137,6 +1201,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         let client: ObjectIdentifier
         let channel: ByteBuffer
         let payload: ByteBuffer
+        let sharded: Bool
         let waiter: Waiter
         /// Whether the client received the message itself when it sent it (Redis's moment).
         let echo: Bool

@@ -6,14 +6,43 @@ import NIOCore
 /// in the set `<namespace>:relays`. A script sums the live hashes with Redis's own count of
 /// direct subscribers, so a dead relay's apps stop counting once its hash expires.
 ///
+/// Shard channels (`PUBSUB SHARDNUMSUB`) are counted in the same hash, in fields named
+/// `shardFieldPrefix` + the shard channel: the prefix starts with 0xFF, a byte no UTF-8 text
+/// holds, so no text-named classic channel shares a field with a shard channel, and a relay of an
+/// older version (which counts only the fields it asks for by their channel's name) keeps
+/// answering classic NUMSUB exactly.
+///
 /// This type only builds the commands; the upstream link sends them on the publisher connection.
 public struct FleetCounts {
     public let namespace: String
     public let relayID: String
     /// How long a relay's hash outlives its last refresh.
     public let ttlMilliseconds: Int
-    /// Channels whose local count changed since the last `takeUpdate`.
-    private var dirty: Set<ByteBuffer> = []
+    /// Channels and shard channels (by field name) whose local count changed since the last
+    /// `takeUpdate`.
+    private var dirty: Set<Field> = []
+
+    /// One counted name: a channel, or a shard channel.
+    public struct Field: Hashable, Sendable {
+        public var name: ByteBuffer
+        public var sharded: Bool
+
+        public init(_ name: ByteBuffer, sharded: Bool = false) {
+            self.name = name
+            self.sharded = sharded
+        }
+
+        /// The hash field it is written in.
+        var key: ByteBuffer {
+            guard sharded else { return name }
+            var b = ByteBuffer(bytes: FleetCounts.shardFieldPrefix)
+            b.writeImmutableBuffer(name)
+            return b
+        }
+    }
+
+    /// Before a shard channel's name in the hash: 0xFF (never in UTF-8 text), then `s:`.
+    public static let shardFieldPrefix: [UInt8] = [0xFF, UInt8(ascii: "s"), UInt8(ascii: ":")]
 
     public init(namespace: String, relayID: String, ttlMilliseconds: Int) {
         self.namespace = namespace
@@ -26,8 +55,8 @@ public struct FleetCounts {
 
     public var hasChanges: Bool { !dirty.isEmpty }
 
-    public mutating func changed(_ channel: ByteBuffer) {
-        dirty.insert(channel)
+    public mutating func changed(_ channel: ByteBuffer, sharded: Bool = false) {
+        dirty.insert(Field(channel, sharded: sharded))
     }
 
     /// Most fields one HSET or HDEL carries: a relay holding hundreds of thousands of channels
@@ -36,15 +65,15 @@ public struct FleetCounts {
 
     /// The commands that bring the hash up to date for the changed channels (`count` gives the
     /// current local count), ending with the refresh; clears the change set.
-    public mutating func takeUpdate(count: (ByteBuffer) -> Int) -> [[ByteBuffer]] {
+    public mutating func takeUpdate(count: (Field) -> Int) -> [[ByteBuffer]] {
         var set = FieldBatches(verb: "HSET", key: hashKey)
         var del = FieldBatches(verb: "HDEL", key: hashKey)
-        for channel in dirty {
-            let n = count(channel)
+        for field in dirty {
+            let n = count(field)
             if n > 0 {
-                set.add(channel, Self.arg(String(n)))
+                set.add(field.key, Self.arg(String(n)))
             } else {
-                del.add(channel)
+                del.add(field.key)
             }
         }
         dirty.removeAll(keepingCapacity: true)
@@ -53,11 +82,15 @@ public struct FleetCounts {
 
     /// After a (re)connect: the whole hash rewritten from the local registry, atomically (a
     /// MULTI block, so that a counting script never sees it half-written).
-    public mutating func takeFullRewrite(_ counts: some Sequence<(ByteBuffer, Int)>) -> [[ByteBuffer]] {
+    public mutating func takeFullRewrite(_ counts: some Sequence<(ByteBuffer, Int)>,
+                                         shardCounts: some Sequence<(ByteBuffer, Int)> = [(ByteBuffer, Int)]()) -> [[ByteBuffer]] {
         dirty.removeAll(keepingCapacity: true)
         var set = FieldBatches(verb: "HSET", key: hashKey)
         for (channel, n) in counts where n > 0 {
             set.add(channel, Self.arg(String(n)))
+        }
+        for (channel, n) in shardCounts where n > 0 {
+            set.add(Field(channel, sharded: true).key, Self.arg(String(n)))
         }
         return [[Self.arg("MULTI")], [Self.arg("DEL"), Self.arg(hashKey)]] + set.commands + refresh() + [[Self.arg("EXEC")]]
     }
@@ -102,20 +135,24 @@ public struct FleetCounts {
     /// bounded scripts (each a few milliseconds of Redis time), not one that blocks Redis.
     public static let channelsPerNumsubScript = 1024
 
-    /// `PUBSUB NUMSUB ch…` for the whole fleet: EVALs of at most `channelsPerNumsubScript`
-    /// channels each, whose answers, concatenated, are the reply.
-    public func numsubCommands(_ channels: [ByteBuffer]) -> [[ByteBuffer]] {
-        stride(from: 0, to: channels.count, by: Self.channelsPerNumsubScript).map { start in
-            [Self.arg("EVAL"), Self.arg(Self.numsubScript), Self.arg("0"), Self.arg(namespace)]
-                + channels[start..<min(start + Self.channelsPerNumsubScript, channels.count)]
+    /// `PUBSUB NUMSUB ch…` (`sharded`: `SHARDNUMSUB`) for the whole fleet: EVALs of at most
+    /// `channelsPerNumsubScript` channels each, whose answers, concatenated, are the reply.
+    public func numsubCommands(_ channels: [ByteBuffer], sharded: Bool = false) -> [[ByteBuffer]] {
+        let head = [Self.arg("EVAL"), Self.arg(Self.numsubScript), Self.arg("0"), Self.arg(namespace),
+                    Self.arg(sharded ? "SHARDNUMSUB" : "NUMSUB"), sharded ? ByteBuffer(bytes: Self.shardFieldPrefix) : ByteBuffer()]
+        return stride(from: 0, to: channels.count, by: Self.channelsPerNumsubScript).map { start in
+            head + channels[start..<min(start + Self.channelsPerNumsubScript, channels.count)]
         }
     }
 
-    /// For each channel: Redis's direct subscribers (its NUMSUB less one per relay holding the
-    /// channel) plus every live relay's local app subscribers. Relays whose hash has expired are
-    /// dropped from the set.
+    /// For each channel: Redis's direct subscribers (its NUMSUB, or SHARDNUMSUB, less one per
+    /// relay holding the channel) plus every live relay's local app subscribers (the hash field
+    /// is the channel's name after `ARGV[3]`, the shard prefix or nothing). Relays whose hash
+    /// has expired are dropped from the set.
     public static let numsubScript = """
         local ns = ARGV[1]
+        local subcommand = ARGV[2]
+        local prefix = ARGV[3]
         local live = {}
         for _, id in ipairs(redis.call('SMEMBERS', ns .. ':relays')) do
           if redis.call('EXISTS', ns .. ':numsub:' .. id) == 1 then
@@ -125,12 +162,12 @@ public struct FleetCounts {
           end
         end
         local out = {}
-        for i = 2, #ARGV do
+        for i = 4, #ARGV do
           local channel = ARGV[i]
-          local direct = redis.call('PUBSUB', 'NUMSUB', channel)[2]
+          local direct = redis.call('PUBSUB', subcommand, channel)[2]
           local apps = 0
           for _, key in ipairs(live) do
-            local n = tonumber(redis.call('HGET', key, channel) or '0')
+            local n = tonumber(redis.call('HGET', key, prefix .. channel) or '0')
             if n > 0 then
               apps = apps + n
               direct = direct - 1

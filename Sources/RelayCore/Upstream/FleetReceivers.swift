@@ -21,6 +21,11 @@ import NIOCore
 /// forgotten (it died without `bye`); if its `alive` comes again (it was only frozen), the states
 /// are asked for again with `hello`.
 ///
+/// SPUBLISH counts the same way, over shard channels alone (`s` entries: no pattern receives a
+/// shard message). Shard entries travel in messages of their own, after the channel and pattern
+/// entries: a relay of an older version, which rejects a whole message with a kind it does not
+/// know (counting it as not understood), still gets every channel and pattern count.
+///
 /// Pure bookkeeping; the state machine sends and receives.
 public struct FleetReceivers {
     public struct Key: Hashable, Sendable {
@@ -40,6 +45,7 @@ public struct FleetReceivers {
     private var remotes: [String: Remote] = [:]
     /// Sum over the other relays of `count − 1`, per channel and per pattern (entries > 0 only).
     private var channelExtras: [ByteBuffer: Int] = [:]
+    private var shardExtras: [ByteBuffer: Int] = [:]
     private var patternExtras: [ByteBuffer: (bytes: [UInt8], extra: Int)] = [:]
     /// What this relay last told the fleet, and what changed since.
     private var announced: [Key: Int] = [:]
@@ -52,8 +58,9 @@ public struct FleetReceivers {
 
     // MARK: The other relays
 
-    /// The other relays' extras for a PUBLISH to `channel`.
-    public func remoteExtra(for channel: ByteBuffer) -> Int {
+    /// The other relays' extras for a PUBLISH to `channel` (`sharded`: an SPUBLISH).
+    public func remoteExtra(for channel: ByteBuffer, sharded: Bool = false) -> Int {
+        if sharded { return shardExtras[channel] ?? 0 }
         var n = channelExtras[channel] ?? 0
         if !patternExtras.isEmpty {
             channel.withUnsafeReadableBytes { ch in
@@ -131,6 +138,7 @@ public struct FleetReceivers {
     public mutating func forgetAll() {
         remotes.removeAll()
         channelExtras.removeAll()
+        shardExtras.removeAll()
         patternExtras.removeAll()
     }
 
@@ -140,7 +148,7 @@ public struct FleetReceivers {
     }
 
     private mutating func set(_ id: String, _ key: Key, _ n: Int) {
-        let kept = key.kind == .channel ? (n >= 2 ? n : 0) : n
+        let kept = key.kind == .pattern ? n : (n >= 2 ? n : 0)
         let old = remotes[id]?.counts[key] ?? 0
         guard kept != old else { return }
         remotes[id]?.counts[key] = kept == 0 ? nil : kept
@@ -153,6 +161,9 @@ public struct FleetReceivers {
         case .channel:
             let n = (channelExtras[key.name] ?? 0) + delta
             channelExtras[key.name] = n > 0 ? n : nil
+        case .shard:
+            let n = (shardExtras[key.name] ?? 0) + delta
+            shardExtras[key.name] = n > 0 ? n : nil
         case .pattern:
             let n = (patternExtras[key.name]?.extra ?? 0) + delta
             patternExtras[key.name] = n > 0 ? (Array(key.name.readableBytesView), n) : nil
@@ -200,21 +211,26 @@ public struct FleetReceivers {
                 entries.append((key, n))
             }
         }
-        var out = messages("state", Array(entries.prefix(Self.entriesPerMessage)))
-        if entries.count > Self.entriesPerMessage {
-            out += messages("delta", Array(entries.dropFirst(Self.entriesPerMessage)))
-        }
-        return out
+        return messages("state", entries)
     }
 
     public func message(_ type: String) -> ByteBuffer { messages(type, [])[0] }
 
-    /// Channels are told only from two local clients on (one is what Redis counts already).
+    /// Channels and shard channels are told only from two local clients on (one is what Redis
+    /// counts already).
     static func told(_ kind: SubscriptionKind, _ count: Int) -> Int {
-        kind == .channel && count < 2 ? 0 : count
+        kind != .pattern && count < 2 ? 0 : count
     }
 
+    /// `type` with the channel and pattern entries (in parts of `entriesPerMessage`, the later
+    /// ones as `delta`s), then the shard entries in `delta`s of their own.
     private func messages(_ type: String, _ entries: [(Key, Int)]) -> [ByteBuffer] {
+        let classic = entries.filter { $0.0.kind != .shard }
+        let shard = entries.filter { $0.0.kind == .shard }
+        return chunks(type, classic) + chunks("delta", shard)
+    }
+
+    private func chunks(_ type: String, _ entries: [(Key, Int)]) -> [ByteBuffer] {
         if entries.isEmpty && type == "delta" { return [] }
         var out: [ByteBuffer] = []
         var start = 0
@@ -226,7 +242,7 @@ public struct FleetReceivers {
             b.writeRESPBulk(start == 0 ? type : "delta")
             b.writeRESPBulk(relayID)
             for (key, n) in chunk {
-                b.writeRESPBulk(key.kind == .channel ? "c" : "p")
+                b.writeRESPBulk(Self.word(key.kind))
                 b.writeRESPBulk(key.name)
                 b.writeRESPBulk(String(n))
             }
@@ -238,10 +254,19 @@ public struct FleetReceivers {
 
     static let version = ByteBuffer(string: "fleet/1")
 
+    private static func word(_ kind: SubscriptionKind) -> String {
+        switch kind {
+        case .channel: return "c"
+        case .pattern: return "p"
+        case .shard: return "s"
+        }
+    }
+
     private static func kind(_ b: ByteBuffer) -> SubscriptionKind? {
         switch b.readableBytesView.first {
         case UInt8(ascii: "c") where b.readableBytes == 1: return .channel
         case UInt8(ascii: "p") where b.readableBytes == 1: return .pattern
+        case UInt8(ascii: "s") where b.readableBytes == 1: return .shard
         default: return nil
         }
     }

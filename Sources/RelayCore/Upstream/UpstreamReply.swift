@@ -10,8 +10,18 @@ public indirect enum UpstreamReply: Sendable, Equatable {
     case bulk(ByteBuffer)
     case null
     case array([UpstreamReply])
-    /// A `subscribe`/`unsubscribe`/`psubscribe`/`punsubscribe` push on the subscriber connection.
+    /// A `(p|s)subscribe`/`(p|s)unsubscribe` push on the subscriber connection.
     case confirmation(SubscriptionKind, subscribe: Bool, name: ByteBuffer)
+
+    /// The kind of a confirmation push from its first element (`ssubscribe` → `.shard`,
+    /// subscribe), or nil for any other word (`message`, `pong`…).
+    public static func confirmationKind(_ word: some Collection<UInt8>) -> (SubscriptionKind, subscribe: Bool)? {
+        for kind in SubscriptionKind.allCases {
+            if word.elementsEqual(kind.subscribeWord.description.utf8) { return (kind, true) }
+            if word.elementsEqual(kind.unsubscribeWord.description.utf8) { return (kind, false) }
+        }
+        return nil
+    }
 
     public var isError: Bool {
         if case .error = self { return true }
@@ -32,7 +42,7 @@ public indirect enum UpstreamReply: Sendable, Equatable {
         case .null: return "(nil)"
         case .array(let a): return "array of \(a.count)"
         case .confirmation(let kind, let subscribe, let name):
-            return "\(kind == .pattern ? "p" : "")\(subscribe ? "" : "un")subscribe \(String(buffer: name))"
+            return "\(subscribe ? kind.subscribeWord : kind.unsubscribeWord) \(String(buffer: name))"
         }
     }
 
@@ -58,7 +68,7 @@ public indirect enum UpstreamReply: Sendable, Equatable {
             for e in elements { e.write(asRESP: version, into: &out) }
         case .confirmation(let kind, let subscribe, let name):
             out.writeRESPArrayHeader(3)
-            out.writeRESPBulk((kind == .pattern ? "p" : "") + (subscribe ? "subscribe" : "unsubscribe"))
+            out.writeRESPBulk((subscribe ? kind.subscribeWord : kind.unsubscribeWord).description)
             out.writeRESPBulk(name)
             out.writeRESPInteger(0)
         }

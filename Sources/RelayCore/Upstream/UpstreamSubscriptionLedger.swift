@@ -1,14 +1,39 @@
 import DequeModule
 import NIOCore
 
-/// Whether an upstream subscription is to a channel or to a pattern.
-public enum SubscriptionKind: Sendable, Hashable {
+/// Whether a subscription is to a channel, to a pattern, or to a shard channel (SSUBSCRIBE: a
+/// namespace apart from channels, without patterns).
+public enum SubscriptionKind: Sendable, Hashable, CaseIterable {
     case channel
     case pattern
+    case shard
+
+    /// The confirmation push of a subscription of this kind.
+    public var subscribeWord: StaticString {
+        switch self {
+        case .channel: return "subscribe"
+        case .pattern: return "psubscribe"
+        case .shard: return "ssubscribe"
+        }
+    }
+
+    public var unsubscribeWord: StaticString {
+        switch self {
+        case .channel: return "unsubscribe"
+        case .pattern: return "punsubscribe"
+        case .shard: return "sunsubscribe"
+        }
+    }
+
+    /// The command's name, upper case, as the backplane sends it.
+    public func command(subscribe: Bool) -> String {
+        let word = subscribe ? subscribeWord : unsubscribeWord
+        return word.description.uppercased()
+    }
 }
 
 /// The upstream subscriber link's commands that Redis has not confirmed yet, in the order they
-/// were sent — Redis confirms (P)(UN)SUBSCRIBE one name at a time, in order — and the local
+/// were sent — Redis confirms (P|S)(UN)SUBSCRIBE one name at a time, in order — and the local
 /// clients waiting for each subscription to be confirmed before their own confirmation may be
 /// sent (subscribe-then-publish safety: README, "The Redis backplane").
 ///
@@ -76,8 +101,11 @@ public struct UpstreamSubscriptionLedger<Waiter> {
     /// Whether an (un)subscription in flight could change who receives a PUBLISH to `channel`:
     /// one of the channel itself, or of a pattern matching it. Such a PUBLISH waits, so that
     /// Redis runs it after the subscription, as one Redis runs commands in the order sent.
-    public func affects(channel: ByteBuffer) -> Bool {
+    /// For an SPUBLISH (`sharded`), only an S(UN)SUBSCRIBE of the same name does: patterns never
+    /// receive shard messages.
+    public func affects(channel: ByteBuffer, sharded: Bool = false) -> Bool {
         guard !inFlight.isEmpty else { return false }
+        if sharded { return inFlightNames[Key(kind: .shard, name: channel)] != nil }
         if inFlightNames[Key(kind: .channel, name: channel)] != nil { return true }
         guard !inFlightPatterns.isEmpty else { return false }
         return channel.withUnsafeReadableBytes { ch in
@@ -89,6 +117,12 @@ public struct UpstreamSubscriptionLedger<Waiter> {
         let n = inFlightNames[key, default: 1] - 1
         inFlightNames[key] = n > 0 ? n : nil
         if n <= 0, key.kind == .pattern { inFlightPatterns[key.name] = nil }
+    }
+
+    /// Whether the oldest in-flight name is this one: a confirmation that is not was not asked for.
+    public func isNext(_ kind: SubscriptionKind, _ name: ByteBuffer, subscribe: Bool) -> Bool {
+        guard let first = inFlight.first else { return false }
+        return first.key.kind == kind && first.subscribe == subscribe && first.key.name == name
     }
 
     /// Redis confirmed the oldest in-flight name; returns the clients that waited for it.
@@ -150,6 +184,6 @@ public struct UpstreamSubscriptionLedger<Waiter> {
     }
 
     static func verb(_ kind: SubscriptionKind, _ subscribe: Bool) -> String {
-        (kind == .pattern ? "p" : "") + (subscribe ? "subscribe" : "unsubscribe")
+        (subscribe ? kind.subscribeWord : kind.unsubscribeWord).description
     }
 }

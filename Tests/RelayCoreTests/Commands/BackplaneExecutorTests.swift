@@ -10,7 +10,7 @@ private final class RecordingBackplane: Backplane {
     var events: [String] = []
 
     func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: TestClient) {
-        events.append("+\(kind == .pattern ? "p" : "")\(String(buffer: name))\(first ? " first" : "") by \(client.session.id)")
+        events.append("+\(Self.prefix(kind))\(String(buffer: name))\(first ? " first" : "") by \(client.session.id)")
     }
 
     /// When set, every SUBSCRIBE/PSUBSCRIBE's confirmations are held in a slot kept here.
@@ -25,11 +25,19 @@ private final class RecordingBackplane: Backplane {
     }
 
     func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool) {
-        events.append("-\(kind == .pattern ? "p" : "")\(String(buffer: name))\(last ? " last" : "")")
+        events.append("-\(Self.prefix(kind))\(String(buffer: name))\(last ? " last" : "")")
     }
 
-    func publish(channel: ByteBuffer, payload: ByteBuffer, from client: TestClient) {
-        events.append("publish \(String(buffer: channel)) \(String(buffer: payload))")
+    static func prefix(_ kind: SubscriptionKind) -> String {
+        switch kind {
+        case .channel: return ""
+        case .pattern: return "p"
+        case .shard: return "s"
+        }
+    }
+
+    func publish(channel: ByteBuffer, payload: ByteBuffer, sharded: Bool, from client: TestClient) {
+        events.append("\(sharded ? "spublish" : "publish") \(String(buffer: channel)) \(String(buffer: payload))")
     }
 
     func answer(_ query: PubSubQuery, for client: TestClient) -> Bool {
@@ -37,6 +45,8 @@ private final class RecordingBackplane: Backplane {
         case .numsub(let channels): events.append("numsub \(channels.map { String(buffer: $0) })")
         case .channels(let pattern): events.append("channels \(pattern.map { String(buffer: $0) } ?? "-")")
         case .numpat: events.append("numpat")
+        case .shardnumsub(let channels): events.append("shardnumsub \(channels.map { String(buffer: $0) })")
+        case .shardchannels(let pattern): events.append("shardchannels \(pattern.map { String(buffer: $0) } ?? "-")")
         }
         return answers
     }

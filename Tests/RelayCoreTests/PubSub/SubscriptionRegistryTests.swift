@@ -239,3 +239,45 @@ private func subscriberNames(_ entry: SubscriptionRegistry<Sub>.Entry?) -> Set<S
         #expect(registry.channelCount == 0)
     }
 }
+
+/// Shard channels: a third table, apart from channels of the same name.
+@Suite struct ShardChannelRegistryTests {
+    final class Sub {}
+
+    @Test func shardChannelsAreANamespaceApart() {
+        let r = SubscriptionRegistry<Sub>()
+        let a = Sub(), b = Sub()
+        #expect(r.ssubscribe(a, shardChannel: buffer("x")) == .added(first: true))
+        #expect(r.ssubscribe(a, shardChannel: buffer("x")) == .unchanged)
+        #expect(r.subscribe(a, channel: buffer("x")) == .added(first: true))
+        #expect(r.ssubscribe(b, shardChannel: buffer("x")) == .added(first: false))
+        #expect(r.numberOfShardSubscribers(shardChannel: buffer("x")) == 2)
+        #expect(r.numberOfSubscribers(channel: buffer("x")) == 1)
+        #expect(r.entry(forShardChannel: buffer("x"))?.subscribers.count == 2)
+        #expect(r.shardChannelCount(of: a) == 1 && r.subscriptionCount(of: a) == 1 && r.totalSubscriptionCount(of: a) == 2)
+        #expect(r.holds(a, shardChannel: buffer("x")) && !r.holds(a, shardChannel: buffer("y")))
+        #expect(r.unsubscribe(a, channel: buffer("x")) == .removed(last: true))
+        #expect(r.shardChannelCount == 1 && r.channelCount == 0)
+        #expect(r.sunsubscribe(a, shardChannel: buffer("x")) == .removed(last: false))
+        #expect(r.sunsubscribe(a, shardChannel: buffer("x")) == .unchanged)
+        #expect(r.subscriberCount == 1)
+        #expect(r.sunsubscribe(b, shardChannel: buffer("x")) == .removed(last: true))
+        #expect(r.subscriberCount == 0 && r.shardChannelCount == 0 && r.entry(forShardChannel: buffer("x")) == nil)
+    }
+
+    @Test func removeAllKeepsSubscriptionOrderAndReportsLast() {
+        let r = SubscriptionRegistry<Sub>()
+        let a = Sub(), b = Sub()
+        for name in ["c", "a", "b"] { _ = r.ssubscribe(a, shardChannel: buffer(name)) }
+        _ = r.ssubscribe(b, shardChannel: buffer("a"))
+        _ = r.psubscribe(a, pattern: buffer("p*"))
+        let removed = r.sunsubscribeAllShardChannels(a)
+        #expect(removed.map { String(buffer: $0.name) } == ["c", "a", "b"])
+        #expect(removed.map(\.last) == [true, false, true])
+        #expect(r.sunsubscribeAllShardChannels(a).isEmpty)
+        #expect(r.patternCount(of: a) == 1 && Array(r.activeShardChannels) == [buffer("a")])
+        #expect(r.subscriptionTotals == (0, 1, 1))
+        #expect(r.isHeld(.shard, buffer("a")) && !r.isHeld(.channel, buffer("a")))
+        #expect(r.confirmationCount(.shard, of: b) == 1 && r.confirmationCount(.channel, of: b) == 0)
+    }
+}

@@ -56,8 +56,8 @@ private final class Harness {
                 log.append("\(level) \(message) " + metadata.map { "\($0.0)=\($0.1)" }.joined(separator: " "))
             case .stateChanged: break
             case .notMaster(let reason): last.append("not master: \(reason)")
-            case .publishLocally(let w, let channel, let payload):
-                last.append("local publish \(w) \(String(buffer: channel)) \(String(buffer: payload))")
+            case .publishLocally(let w, let channel, let payload, let sharded):
+                last.append("local \(sharded ? "spublish" : "publish") \(w) \(String(buffer: channel)) \(String(buffer: payload))")
             }
         }
         all += last
@@ -102,8 +102,8 @@ private final class Harness {
 
     let publisher = TestClient(id: 99)
 
-    func publish(_ channel: String, _ payload: String, waiter: String, from client: TestClient? = nil) -> [String] {
-        run(m.publish(channel: buffer(channel), payload: buffer(payload), from: client ?? publisher, waiter: waiter, now: now))
+    func publish(_ channel: String, _ payload: String, waiter: String, from client: TestClient? = nil, sharded: Bool = false) -> [String] {
+        run(m.publish(channel: buffer(channel), payload: buffer(payload), sharded: sharded, from: client ?? publisher, waiter: waiter, now: now))
     }
 
     /// A message from another relay on the fleet channel.
@@ -117,7 +117,7 @@ private final class Harness {
     func subscribe(_ client: TestClient, _ names: String..., kind: SubscriptionKind = .channel) -> (added: [ByteBuffer], waiter: String?) {
         var added: [ByteBuffer] = []
         for n in names {
-            let change = kind == .channel ? registry.subscribe(client, channel: buffer(n)) : registry.psubscribe(client, pattern: buffer(n))
+            let change = registry.add(kind, client, buffer(n))
             if case .added(let first) = change {
                 run(m.subscriptionAdded(kind, buffer(n), first: first, by: client, now: now) { "fleet\(client.session.id)" })
                 added.append(buffer(n))

@@ -14,7 +14,7 @@ import Testing
         f.changed(buffer("gone"))
         f.changed(buffer("a"))
         let counts = ["a": 3]
-        let commands = strings(f.takeUpdate { counts[String(buffer: $0)] ?? 0 })
+        let commands = strings(f.takeUpdate { counts[String(buffer: $0.name)] ?? 0 })
         #expect(commands == [
             ["HSET", "ns:numsub:r1", "a", "3"],
             ["HDEL", "ns:numsub:r1", "gone"],
@@ -43,7 +43,7 @@ import Testing
         var f = FleetCounts(namespace: "ns", relayID: "r1", ttlMilliseconds: 5000)
         for i in 0..<1500 { f.changed(buffer("up\(i)")) }
         for i in 0..<1100 { f.changed(buffer("gone\(i)")) }
-        let commands = strings(f.takeUpdate { String(buffer: $0).hasPrefix("up") ? 2 : 0 })
+        let commands = strings(f.takeUpdate { String(buffer: $0.name).hasPrefix("up") ? 2 : 0 })
         let sets = commands.filter { $0[0] == "HSET" }
         let dels = commands.filter { $0[0] == "HDEL" }
         #expect(sets.count == 3 && sets.allSatisfy { $0.count <= 2 + 2 * FleetCounts.fieldsPerCommand })
@@ -58,11 +58,28 @@ import Testing
         let command = strings(f.numsubCommands([buffer("x"), buffer("y")]))
         #expect(command.count == 1)
         #expect(command[0][0] == "EVAL" && command[0][1] == FleetCounts.numsubScript)
-        #expect(Array(command[0][2...]) == ["0", "ns", "x", "y"])
+        #expect(Array(command[0][2...]) == ["0", "ns", "NUMSUB", "", "x", "y"])
         let channels = (0..<2500).map { buffer("c\($0)") }
         let evals = strings(f.numsubCommands(channels))
-        #expect(evals.count == 3 && evals.allSatisfy { $0.count <= 4 + FleetCounts.channelsPerNumsubScript })
-        #expect(evals.flatMap { $0.dropFirst(4) } == (0..<2500).map { "c\($0)" })
+        #expect(evals.count == 3 && evals.allSatisfy { $0.count <= 6 + FleetCounts.channelsPerNumsubScript })
+        #expect(evals.flatMap { $0.dropFirst(6) } == (0..<2500).map { "c\($0)" })
         #expect(strings(f.removal()) == [["DEL", "ns:numsub:r1"], ["SREM", "ns:relays", "r1"]])
+    }
+
+    /// Shard channels share the hash, in fields after a prefix no UTF-8 channel name starts with.
+    @Test func shardChannelsAreCountedInPrefixedFields() {
+        var f = FleetCounts(namespace: "ns", relayID: "r1", ttlMilliseconds: 5000)
+        f.changed(buffer("x"), sharded: true)
+        f.changed(buffer("x"))
+        let commands = f.takeUpdate { $0.sharded ? 3 : 1 }
+        let set = commands.first { String(buffer: $0[0]) == "HSET" }!
+        var fields: [[UInt8]: String] = [:]
+        for i in stride(from: 2, to: set.count, by: 2) { fields[Array(set[i].readableBytesView)] = String(buffer: set[i + 1]) }
+        #expect(fields == [Array("x".utf8): "1", FleetCounts.shardFieldPrefix + Array("x".utf8): "3"])
+        let rewrite = f.takeFullRewrite([(buffer("a"), 1)], shardCounts: [(buffer("a"), 2), (buffer("z"), 0)])
+        let hset = rewrite.first { String(buffer: $0[0]) == "HSET" }!.map { Array($0.readableBytesView) }
+        #expect(hset.dropFirst(2).elementsEqual([Array("a".utf8), Array("1".utf8), FleetCounts.shardFieldPrefix + Array("a".utf8), Array("2".utf8)]))
+        let eval = f.numsubCommands([buffer("s")], sharded: true)[0]
+        #expect(String(buffer: eval[4]) == "SHARDNUMSUB" && Array(eval[5].readableBytesView) == FleetCounts.shardFieldPrefix)
     }
 }

@@ -91,3 +91,24 @@ private final class Ledger<W> {
         #expect(throws: UpstreamSubscriptionLedger<String>.Mismatch.self) { try l.l.refuseOldest(1) }
     }
 }
+
+@Suite struct UpstreamReplyConfirmationKindTests {
+    @Test func shardConfirmationsAreTyped() {
+        #expect(UpstreamReply.confirmationKind(Array("ssubscribe".utf8))! == (.shard, true))
+        #expect(UpstreamReply.confirmationKind(Array("sunsubscribe".utf8))! == (.shard, false))
+        #expect(UpstreamReply.confirmationKind(Array("psubscribe".utf8))! == (.pattern, true))
+        #expect(UpstreamReply.confirmationKind(Array("unsubscribe".utf8))! == (.channel, false))
+        #expect(UpstreamReply.confirmationKind(Array("smessage".utf8)) == nil)
+        #expect(UpstreamReply.confirmation(.shard, subscribe: false, name: buffer("x")).text == "sunsubscribe x")
+    }
+
+    @Test func aShardSubscriptionInFlightAffectsOnlyAnSpublishOfItsName() {
+        var ledger = UpstreamSubscriptionLedger<Int>()
+        ledger.sent(.shard, buffer("s"), subscribe: true)
+        ledger.sent(.pattern, buffer("*"), subscribe: true)
+        #expect(ledger.affects(channel: buffer("s"), sharded: true))
+        #expect(!ledger.affects(channel: buffer("t"), sharded: true))
+        #expect(ledger.affects(channel: buffer("t")))  // the pattern, for a PUBLISH
+        #expect(ledger.isNext(.shard, buffer("s"), subscribe: true) && !ledger.isNext(.shard, buffer("s"), subscribe: false))
+    }
+}
