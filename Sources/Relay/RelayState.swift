@@ -25,7 +25,7 @@ final class RelayState {
     var isServing = false
     let socketPath: String
     /// The Redis backplane when `REDIS_URL` is set (started by the server once it serves).
-    private(set) var backplane: UpstreamRedisLink?
+    private(set) var backplane: (any BackplaneService)?
     /// The Postgres bridge when `DATABASE_URL` is set.
     private(set) var postgres: PostgresBridge?
     private let heapTrim: IdleHeapTrim
@@ -59,9 +59,15 @@ final class RelayState {
             while nanosleep(&remaining, &left) != 0 && errno == EINTR { remaining = left }
         }
         if let url = config.redisURL {
-            let link = UpstreamRedisLink(url: url, config: config, state: self, eventLoop: eventLoop)
-            backplane = link
-            executor.backplane = link
+            if url.cluster != nil {
+                let cluster = ClusterBackplane(url: url, config: config, state: self, eventLoop: eventLoop)
+                backplane = cluster
+                executor.backplane = cluster
+            } else {
+                let link = UpstreamRedisLink(url: url, config: config, state: self, eventLoop: eventLoop)
+                backplane = link
+                executor.backplane = link
+            }
         }
         if let conninfo = config.databaseURL {
             postgres = PostgresBridge(config: config, conninfo: conninfo, state: self, backplane: backplane, eventLoop: eventLoop)
@@ -226,6 +232,22 @@ final class RelayState {
                 "redis_fleet_relays_known:\(status.fleetRelaysKnown)",
             ]
             if status.topology == "sentinel" { lines.append("redis_sentinel:\(status.sentinel)") }
+            if let c = status.cluster {
+                lines += [
+                    "redis_cluster_pubsub:\(c.pubsub)",
+                    "redis_cluster_nodes:\(c.nodes)",
+                    "redis_cluster_masters:\(c.masters)",
+                    "redis_cluster_masters_connected:\(c.mastersConnected)",
+                    "redis_cluster_slots_complete:\(c.complete ? 1 : 0)",
+                    "redis_cluster_slot_map_version:\(c.slotMapVersion)",
+                    "redis_cluster_home:\(c.home)",
+                    "redis_cluster_control_node:\(c.control)",
+                ]
+                for (i, node) in c.links.enumerated() {
+                    lines.append("redis_cluster_master\(i):addr=\(node.address),id=\(node.id),home=\(node.home ? 1 : 0),state=\(node.state),"
+                                 + "subscriptions=\(node.subscriptions),gaps=\(node.gaps),gap_seconds=\(UpstreamRedisLink.format(node.gapSeconds))")
+                }
+            }
             lines += RelayCounterTable.infoLines(.redis, counters)
         } else {
             lines.append("redis_backplane:disabled")

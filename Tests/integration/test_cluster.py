@@ -610,31 +610,50 @@ def test_patterns_get_one_pmessage_per_matching_pattern_and_plain_channels_stay_
             m.close()
 
 
-def test_app_ssubscribe_and_spublish_cross_relays(redis_cluster, cluster_relays):
+@pytest.mark.parametrize("mode", ["sharded", "classic"])
+def test_app_ssubscribe_and_spublish_cross_relays(redis_cluster, cluster_relays, mode):
     """SSUBSCRIBE on relay A, SPUBLISH on relay B, for channels on every master: `smessage`
-    frames, SPUBLISH answers 1. As on one Redis the namespaces stay apart: a plain SUBSCRIBE of
-    the same channel on relay C gets nothing from the SPUBLISH, and a PUBLISH reaches C's
-    subscriber only."""
+    frames, SPUBLISH answers 1. Then a plain SUBSCRIBE of the same names on relay C:
+    * classic mode keeps the namespaces apart, as one Redis does: C gets nothing from the
+      SPUBLISH, and a PUBLISH reaches C's subscriber only;
+    * sharded mode carries an app channel and a shard channel of the same name on one upstream
+      SSUBSCRIBE (README, "Redis Cluster"): both get both, each in its own frame, and the counts
+      say so."""
     cluster = redis_cluster
-    a, b, c = cluster_relays(cluster)
-    channels = [ch for names in cluster.channels_on_each_master(3, prefix="shard").values() for ch in names]
+    a, b, c = cluster_relays(cluster, mode=mode)
+    channels = [ch for names in cluster.channels_on_each_master(3, prefix="shard-" + mode).values() for ch in names]
     s = sub(a.socket, "SSUBSCRIBE", *channels)
-    classic = sub(c.socket, "SUBSCRIBE", *channels)
+    classic = None
     try:
         with Conn(b.socket, timeout=5) as p:
             for ch in channels:
                 assert p.call("SPUBLISH", ch, b"s:" + ch) == 1, ch
             frames, status = s.read_frames(len(channels), 5)
             assert [parse1(f) for f in frames] == [[b"smessage", ch, b"s:" + ch] for ch in channels], status
-            assert classic.read_quiet(0.3) == b"", "an SPUBLISH reached a plain SUBSCRIBE"
-            for ch in channels:
-                assert p.call("PUBLISH", ch, b"c:" + ch) == 1, ch
-            frames, status = classic.read_frames(len(channels), 5)
-            assert [parse1(f) for f in frames] == [[b"message", ch, b"c:" + ch] for ch in channels], status
-            assert s.read_quiet(0.3) == b"", "a PUBLISH reached an SSUBSCRIBE"
+            classic = sub(c.socket, "SUBSCRIBE", *channels)
+            if mode == "classic":
+                for ch in channels:
+                    assert p.call("SPUBLISH", ch, b"s2:" + ch) == 1, ch
+                assert classic.read_quiet(0.3) == b"", "an SPUBLISH reached a plain SUBSCRIBE"
+                for ch in channels:
+                    assert p.call("PUBLISH", ch, b"c:" + ch) == 1, ch
+                frames, status = classic.read_frames(len(channels), 5)
+                assert [parse1(f) for f in frames] == [[b"message", ch, b"c:" + ch] for ch in channels], status
+                frames, status = s.read_frames(len(channels), 5)
+                assert [parse1(f) for f in frames] == [[b"smessage", ch, b"s2:" + ch] for ch in channels], status
+                assert s.read_quiet(0.3) == b"", "a PUBLISH reached an SSUBSCRIBE"
+            else:
+                for ch in channels:
+                    assert p.call("SPUBLISH", ch, b"s2:" + ch) == 2, ch
+                    assert p.call("PUBLISH", ch, b"c:" + ch) == 2, ch
+                frames, status = classic.read_frames(2 * len(channels), 5)
+                assert [parse1(f) for f in frames] == [[b"message", ch, x + ch] for ch in channels for x in (b"s2:", b"c:")], status
+                frames, status = s.read_frames(2 * len(channels), 5)
+                assert [parse1(f) for f in frames] == [[b"smessage", ch, x + ch] for ch in channels for x in (b"s2:", b"c:")], status
     finally:
         s.close()
-        classic.close()
+        if classic:
+            classic.close()
 
 
 # ---- steady state ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import RelayCore
 final class PostgresBridge {
     private let listener: PostgresListener
     private unowned let state: RelayState
-    private unowned let backplane: UpstreamRedisLink?
+    private unowned let backplane: (any BackplaneService)?
     private var lease: LeaderLease?
     /// `${RELAY_PG_PREFIX}<channel>` for each configured channel, by the listener's index.
     private let relayChannels: [ByteBuffer]
@@ -36,7 +36,7 @@ final class PostgresBridge {
     private(set) var lastError = ""
     private var everListened = false
 
-    init(config: RelayConfig, conninfo: String, state: RelayState, backplane: UpstreamRedisLink?, eventLoop: EventLoop) {
+    init(config: RelayConfig, conninfo: String, state: RelayState, backplane: (any BackplaneService)?, eventLoop: EventLoop) {
         self.state = state
         self.backplane = backplane
         self.eventLoop = eventLoop
@@ -151,31 +151,20 @@ final class PostgresBridge {
         }
     }
 
-    /// The leader's publishes, in commit order: one PUBLISH for a lone notification, one EVAL
-    /// of up to `maxPerScript` PUBLISHes for a batch (what one wake-up of the listener drained,
-    /// e.g. a transaction's worth) — one command and one reply instead of one per notification.
-    private func publishUpstream(_ batch: [PostgresListener.Notification], _ backplane: UpstreamRedisLink) {
+    /// The leader's publishes, in commit order, in chunks of up to `maxPerScript`: on one server,
+    /// one PUBLISH for a lone notification and one EVAL of PUBLISHes for a batch (what one wake-up
+    /// of the listener drained, e.g. a transaction's worth) — one command and one reply instead
+    /// of one per notification; on a cluster, each as an app's PUBLISH travels there.
+    private func publishUpstream(_ batch: [PostgresListener.Notification], _ backplane: any BackplaneService) {
         var start = 0
         while start < batch.count {
             let chunk = batch[start..<min(start + Self.maxPerScript, batch.count)]
             start += chunk.count
-            var command: [ByteBuffer]
-            if chunk.count == 1 {
-                command = [Self.publish]
-            } else {
-                command = [Self.eval, Self.publishAll, Self.noKeys]
-                command.reserveCapacity(3 + 2 * chunk.count)
-            }
-            for n in chunk {
-                command.append(relayChannels[n.channel])
-                command.append(n.payload)
-            }
             publishedUpstream += chunk.count
-            let count = chunk.count
             publishesInFlight += 1
             if publishesInFlight == Self.maxPublishesInFlight { listener.setPaused(true) }
-            backplane.request(command) { [unowned self] reply in
-                if reply == nil || reply!.isError { lostUpstream += count }
+            backplane.publishNotifications(chunk.map { (relayChannels[$0.channel], $0.payload) }) { [unowned self] lost in
+                lostUpstream += lost
                 publishesInFlight -= 1
                 if publishesInFlight == Self.maxPublishesInFlight / 2 { listener.setPaused(false) }
             }
@@ -190,11 +179,6 @@ final class PostgresBridge {
     /// overtook its backlog.
     static let maxPublishesInFlight = 64
     private var publishesInFlight = 0
-    private static let publish = ByteBuffer(string: "PUBLISH")
-    private static let eval = ByteBuffer(string: "EVAL")
-    private static let noKeys = ByteBuffer(string: "0")
-    /// Publishes ARGV pairs (channel, payload) in order, atomically.
-    static let publishAll = ByteBuffer(string: "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return #ARGV / 2")
 
     // MARK: Lease
 

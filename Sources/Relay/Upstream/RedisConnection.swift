@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import NIOCore
+import NIOPosix
 import RelayCore
 
 /// Told of what happens on one upstream connection; all calls come on the relay's event loop.
@@ -127,3 +128,36 @@ final class RedisConnection: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension RedisConnection: Sendable {}
+
+extension RedisConnection {
+    /// Opens a TCP connection to `host:port` with `handler` at the end of its pipeline (behind the
+    /// TLS handlers when `tls` is given): the control connections of Sentinel and Redis Cluster.
+    /// `plaintextHint`: what a silent close means without TLS (a plaintext client at a tls-port).
+    static func open(_ handler: RedisConnection, host: String, port: Int, tls: RedisTLS?, plaintextHint: String,
+                     timeout: TimeAmount, eventLoop: EventLoop) -> EventLoopFuture<Channel> {
+        if tls == nil { handler.silentCloseHint = plaintextHint }
+        let bound = NIOLoopBound(handler, eventLoop: eventLoop)
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.so_keepalive), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try tls?.addHandlers(to: channel.pipeline.syncOperations, host: host, port: port)
+                    try channel.pipeline.syncOperations.addHandler(bound.value)
+                }
+            }
+            .connect(host: host, port: port)
+    }
+
+    /// A connect error in plain words.
+    static func describe(_ error: Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
+        if let connection = error as? NIOConnectionError, let first = connection.connectionErrors.first {
+            return describe(first.error)
+        }
+        if let channel = error as? ChannelError, case .connectTimeout(let t) = channel {
+            return "connect timed out after \(SecondsText.format(Double(t.nanoseconds) / 1e9)) s"
+        }
+        return "\(error)"
+    }
+}

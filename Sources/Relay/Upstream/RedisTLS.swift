@@ -100,6 +100,8 @@ public final class RedisTLS: Sendable {
     static let plaintextCloseHint = "if that port is Redis's tls-port, use a rediss:// URL"
     /// The same for the connections of a `redis-sentinel://` URL (to a sentinel or the master).
     static let plaintextSentinelCloseHint = "if that port is a tls-port, use a rediss-sentinel:// URL"
+    /// The same for the connections of a `redis-cluster://` URL.
+    static let plaintextClusterCloseHint = "if that port is a tls-port, use a rediss-cluster:// URL"
 
     /// Adds the TLS handler for a connection to `host:port` and, behind it, the observer that
     /// turns its errors into plain words; the `RedisConnection` goes after them. Called in the

@@ -106,19 +106,8 @@ final class SentinelWatcher: RedisConnectionDelegate {
         // A failed handshake fails the connection with RedisTLS's reason (`TLS handshake with
         // host:port failed: …`), which the discovery logs once, naming the sentinel, before it
         // goes on with the next one (README, "Redis Sentinel").
-        let tls = tls()
-        if tls == nil { handler.silentCloseHint = RedisTLS.plaintextSentinelCloseHint }
-        let bound = NIOLoopBound(handler, eventLoop: eventLoop)
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(timeout)
-            .channelOption(.socketOption(.so_keepalive), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try tls?.addHandlers(to: channel.pipeline.syncOperations, host: endpoint.host, port: endpoint.port)
-                    try channel.pipeline.syncOperations.addHandler(bound.value)
-                }
-            }
-            .connect(host: endpoint.host, port: endpoint.port)
+        RedisConnection.open(handler, host: endpoint.host, port: endpoint.port, tls: tls(),
+                             plaintextHint: RedisTLS.plaintextSentinelCloseHint, timeout: timeout, eventLoop: eventLoop)
             .assumeIsolated().whenComplete { [self] result in
                 guard connection?.handler === handler else {
                     if case .success(let channel) = result { channel.close(promise: nil) }
@@ -129,7 +118,7 @@ final class SentinelWatcher: RedisConnectionDelegate {
                     if !handler.isFailed { run(discovery.handle(.sentinelConnected(i, now: Self.now()))) }
                 case .failure(let error):
                     connection = nil
-                    run(discovery.handle(.sentinelFailed(i, reason: "cannot connect: \(Self.describe(error))", now: Self.now())))
+                    run(discovery.handle(.sentinelFailed(i, reason: "cannot connect: \(RedisConnection.describe(error))", now: Self.now())))
                 }
             }
     }
@@ -164,15 +153,6 @@ final class SentinelWatcher: RedisConnectionDelegate {
 
     private static func now() -> UInt64 {
         NIODeadline.now().uptimeNanoseconds
-    }
-
-    private static func describe(_ error: Error) -> String {
-        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
-        if let connection = error as? NIOConnectionError, let first = connection.connectionErrors.first {
-            return describe(first.error)
-        }
-        if let channel = error as? ChannelError, case .connectTimeout = channel { return "connect timed out" }
-        return "\(error)"
     }
 }
 

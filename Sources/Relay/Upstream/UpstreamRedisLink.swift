@@ -13,7 +13,7 @@ import RelayCore
 /// for the machine, and what it returns is done here, in order.
 ///
 /// Confined to the relay's event loop, like the hub it feeds.
-final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
+final class UpstreamRedisLink: Backplane, BackplaneService, RedisConnectionDelegate {
     typealias Client = ClientConnection
     typealias Waiter = (client: ClientConnection, slot: ReplySlot)
     typealias Callback = (UpstreamReply?) -> Void
@@ -36,18 +36,50 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     var onStateChange: (() -> Void)?
     /// Called every tick (100 ms) while the link runs.
     var onTick: (() -> Void)?
+    /// Redis Cluster: Redis pushed a `sunsubscribe` the relay did not ask for (the slot moved).
+    var onSlotLost: ((String) -> Void)?
+    /// Redis Cluster: a PUBLISH was answered `-MOVED`; it waits for the next slot map.
+    var onRedirect: ((Redirected) -> Void)?
+    /// Redis Cluster: the master this link serves (nil for one server or Sentinel).
+    let cluster: ClusterNode?
+    private(set) var isStarted = false
 
-    init(url: RedisURL, config: RelayConfig, state: RelayState, eventLoop: EventLoop) {
+    /// One master of a Redis Cluster, as `ClusterBackplane` gives it to its link.
+    struct ClusterNode {
+        var address: RedisURL.Address
+        var nodeID: String
+        var home: Bool
+        var channelsSharded: Bool
+        /// The fleet's keys and channel with the namespace as one hash tag.
+        var namespace: String
+    }
+
+    /// A PUBLISH answered `-MOVED`, to be sent again by the new owner's link.
+    struct Redirected {
+        let channel: ByteBuffer
+        let payload: ByteBuffer
+        let sharded: Bool
+        let alsoClassic: Bool
+        let echo: Bool
+        let waiter: Waiter
+    }
+
+    init(url: RedisURL, config: RelayConfig, state: RelayState, eventLoop: EventLoop, relayID: String? = nil,
+         cluster: ClusterNode? = nil) {
         self.url = url
         self.state = state
         self.eventLoop = eventLoop
-        self.relayID = Self.makeRelayID()
+        self.relayID = relayID ?? Self.makeRelayID()
+        self.cluster = cluster
         self.timeout = .milliseconds(Int64(config.redisTimeoutMilliseconds))
         self.replyLimits = .relay(maxMessageBytes: config.maxMessageBytes)
+        var shown = url.redacted
+        if let cluster { shown += " node \(Self.show(cluster.address))" }
         let settings = Machine.Settings(
-            relayID: relayID, shownURL: url.redacted, username: url.username, password: url.password, db: url.db,
-            namespace: config.namespace, timeoutNanoseconds: UInt64(config.redisTimeoutMilliseconds) * 1_000_000,
-            backoffCapMilliseconds: config.redisBackoffMaxMilliseconds, followsMaster: url.sentinel != nil)
+            relayID: self.relayID, shownURL: shown, username: url.username, password: url.password, db: url.db,
+            namespace: cluster?.namespace ?? config.namespace, timeoutNanoseconds: UInt64(config.redisTimeoutMilliseconds) * 1_000_000,
+            backoffCapMilliseconds: config.redisBackoffMaxMilliseconds, followsMaster: url.sentinel != nil,
+            scope: cluster.map { NodeScope(home: $0.home, channelsSharded: $0.channelsSharded, slots: NodeScope.noSlots) } ?? .whole)
         self.machine = Machine(settings: settings, registry: state.hub.registry, now: Self.now())
     }
 
@@ -56,6 +88,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     // MARK: Lifecycle
 
     func start() {
+        isStarted = true
         startSentinelWatcher()
         run(machine.start(now: Self.now()))
         scheduleTick()
@@ -113,6 +146,10 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 out.writeRESPInteger(sharded ? state.hub.publish(shardChannel: channel, payload: payload)
                                              : state.hub.publish(channel: channel, payload: payload))
                 fill(w, out)
+            case .slotLost(let reason):
+                onSlotLost?(reason)
+            case .redirected(let w, let channel, let payload, let sharded, let alsoClassic, let echo):
+                onRedirect?(Redirected(channel: channel, payload: payload, sharded: sharded, alsoClassic: alsoClassic, echo: echo, waiter: w))
             }
         }
     }
@@ -123,7 +160,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     }
 
     private func connect(_ id: Machine.ConnectionID) {
-        guard let address = masterAddress else {
+        guard let address = cluster?.address ?? masterAddress else {
             // The machine connects only once a master is known; kept total for safety.
             run(machine.failed(id, reason: "no master known yet", now: Self.now()))
             return
@@ -137,7 +174,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         // sentinels announced it (README, "Redis Sentinel").
         let tls = url.tls ? state.redisTLS : nil
         if !url.tls, case .tcp = address {
-            handler.silentCloseHint = url.sentinel == nil ? RedisTLS.plaintextCloseHint : RedisTLS.plaintextSentinelCloseHint
+            handler.silentCloseHint = url.cluster != nil ? RedisTLS.plaintextClusterCloseHint
+                : url.sentinel == nil ? RedisTLS.plaintextCloseHint : RedisTLS.plaintextSentinelCloseHint
         }
         let bound = NIOLoopBound(handler, eventLoop: eventLoop)
         var bootstrap = ClientBootstrap(group: eventLoop)
@@ -168,7 +206,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 if !handler.isFailed { run(machine.connected(id, now: Self.now())) }
             case .failure(let error):
                 connections[id.role] = nil
-                run(machine.failed(id, reason: "cannot connect to \(connectTarget): \(Self.describe(error))", now: Self.now()))
+                run(machine.failed(id, reason: "cannot connect to \(connectTarget): \(RedisConnection.describe(error))", now: Self.now()))
             }
         }
     }
@@ -226,8 +264,15 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
             run(machine.fleetMessage(ByteBuffer(bytes: payload), now: Self.now()))
             guard state.hub.registry.entry(forShardChannel: name) != nil else { return }
         }
-        state.hub.deliverUpstream(shardChannel: name, payload: payload)
+        if channelsSharded {
+            // A cluster in sharded mode: the channel's app subscribers ride the same SSUBSCRIBE
+            // (README, "Redis Cluster"); they get a `message`, as from a PUBLISH.
+            state.hub.deliverUpstream(channel: name, payload: payload)
+        }
+        state.hub.deliverUpstream(shardChannel: name, payload: payload, counted: channelsSharded)
     }
+
+    private lazy var channelsSharded = cluster?.channelsSharded == true
 
     func redisConnection(_ connection: RedisConnection, failed reason: String) {
         guard let role = role(of: connection), let id = connections[role]?.id else { return }
@@ -281,21 +326,33 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     }
 
     func publish(channel: ByteBuffer, payload: ByteBuffer, sharded: Bool, from client: ClientConnection) {
-        // A client that receives its own message (RESP3) gets its copies before the reply, as
-        // from Redis: its slot lets them pass.
-        var echoes: [ByteBuffer] = []
-        if sharded {
-            if state.hub.registry.holds(client, shardChannel: channel) {
-                echoes.append(PubSubFrames.smessage(channel: channel, payload: payload, client.respVersion))
-            }
-        } else if let receipts = state.hub.registry.receipts(of: client, channel: channel) {
-            let v = client.respVersion
-            if receipts.channel { echoes.append(PubSubFrames.message(channel: channel, payload: payload, v)) }
-            for pattern in receipts.patterns { echoes.append(PubSubFrames.pmessage(pattern: pattern, channel: channel, payload: payload, v)) }
-        }
+        let echoes = echoFrames(channel: channel, payload: payload, appSharded: sharded, upstreamSharded: sharded, for: client)
         let slot = client.reserveReplySlot(echoes: echoes)
         run(machine.publish(channel: channel, payload: payload, sharded: sharded, from: client, waiter: (client, slot),
                             echo: !echoes.isEmpty, now: Self.now()))
+    }
+
+    /// What `client` receives itself of its own PUBLISH (`appSharded`: an SPUBLISH), in the order
+    /// the relay delivers it: a client that receives its own message (RESP3) gets its copies
+    /// before the reply, as from Redis — its slot lets them pass. `upstreamSharded`: the message
+    /// travels as SPUBLISH, which on a cluster in sharded mode also reaches the channel's
+    /// classic subscribers (README, "Redis Cluster").
+    private func echoFrames(channel: ByteBuffer, payload: ByteBuffer, appSharded: Bool, upstreamSharded: Bool,
+                            for client: ClientConnection) -> [ByteBuffer] {
+        let registry = state.hub.registry
+        let v = client.respVersion
+        var echoes: [ByteBuffer] = []
+        let merged = upstreamSharded && cluster?.channelsSharded == true
+        if !appSharded || merged, let receipts = registry.receipts(of: client, channel: channel) {
+            if receipts.channel { echoes.append(PubSubFrames.message(channel: channel, payload: payload, v)) }
+            if !appSharded {
+                for pattern in receipts.patterns { echoes.append(PubSubFrames.pmessage(pattern: pattern, channel: channel, payload: payload, v)) }
+            }
+        }
+        if appSharded || merged, registry.holds(client, shardChannel: channel) {
+            echoes.append(PubSubFrames.smessage(channel: channel, payload: payload, v))
+        }
+        return echoes
     }
 
     func answer(_ query: PubSubQuery, for client: ClientConnection) -> Bool {
@@ -306,11 +363,98 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         return true
     }
 
+    // MARK: Redis Cluster (called by `ClusterBackplane`)
+
+    /// `bookkeeping`: the fleet's counts and receivers follow the change (the home master's
+    /// link); `upstream`: the subscription itself lives on this master.
+    func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: ClientConnection,
+                           bookkeeping: Bool = true, upstream: Bool = true) {
+        run(machine.subscriptionAdded(kind, name, first: first, by: client, now: Self.now(), bookkeeping: bookkeeping,
+                                      upstream: upstream) { (client, client.reserveReplySlot()) })
+        scheduleFlush()
+    }
+
+    func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool, bookkeeping: Bool = true, upstream: Bool = true) {
+        run(machine.subscriptionRemoved(kind, name, last: last, now: Self.now(), bookkeeping: bookkeeping, upstream: upstream))
+        scheduleFlush()
+    }
+
+    func pendingNames(_ kind: SubscriptionKind, _ names: [ByteBuffer]) -> [ByteBuffer] {
+        machine.pendingNames(kind, names)
+    }
+
+    /// Holds `client`'s confirmations in `slot` (shared with the other masters' links) until the
+    /// `pending` names this master carries are confirmed.
+    func hold(_ kind: SubscriptionKind, names: [ByteBuffer], pending: [ByteBuffer], for client: ClientConnection, slot: ReplySlot) {
+        machine.hold(kind, names: names, pending: pending, for: client, waiter: (client, slot))
+    }
+
+    /// A PUBLISH (`sharded`: as SPUBLISH) on this master; `alsoClassic`: followed by a classic
+    /// PUBLISH for the fleet's pattern subscribers; `remote` gives the other relays' receivers.
+    func publish(channel: ByteBuffer, payload: ByteBuffer, appSharded: Bool, sharded: Bool, alsoClassic: Bool,
+                 from client: ClientConnection, remote: @escaping (ByteBuffer, Bool, Bool) -> Int) {
+        let echoes = echoFrames(channel: channel, payload: payload, appSharded: appSharded, upstreamSharded: sharded, for: client)
+        let slot = client.reserveReplySlot(echoes: echoes)
+        machine.remoteReceivers = remote
+        run(machine.publish(channel: channel, payload: payload, sharded: sharded, from: client, waiter: (client, slot),
+                            echo: !echoes.isEmpty, alsoClassic: alsoClassic, now: Self.now()))
+    }
+
+    /// A PUBLISH another master answered `-MOVED`, sent again here (its reply slot is kept).
+    func resend(_ p: Redirected) {
+        run(machine.publish(channel: p.channel, payload: p.payload, sharded: p.sharded, from: p.waiter.client, waiter: p.waiter,
+                            echo: p.echo, alsoClassic: p.alsoClassic, now: Self.now()))
+    }
+
+    /// The slot map changed: what this master serves now (and whether it is the home master).
+    func ownershipChanged(slots: [Bool], home: Bool) {
+        run(machine.ownershipChanged(slots: slots, home: home, now: Self.now()))
+        scheduleFlush()
+    }
+
+    /// Whether a pattern held anywhere in the fleet matches `channel` (the home master's link).
+    func fleetHoldsPattern(matching channel: ByteBuffer) -> Bool {
+        machine.fleetHoldsPattern(matching: channel)
+    }
+
+    /// The other relays' receivers of a PUBLISH to `channel` (the home master's link).
+    func remoteExtra(for channel: ByteBuffer, sharded: Bool, patterns: Bool) -> Int {
+        machine.remoteReceiverCount(for: channel, sharded: sharded, patterns: patterns)
+    }
+
+    var nodeAddress: String { Self.show(cluster?.address ?? url.address) }
+
+    /// Names this master carries upstream for the relay (channels, shard channels, patterns).
+    var upstreamNames: Int { machine.upstreamNameCount }
+
     /// Sends a command on the publisher connection for another part of the relay; `completion`
     /// gets Redis's reply, or nil if the connection is not ready or drops first.
     func request(_ args: [ByteBuffer], _ completion: @escaping (UpstreamReply?) -> Void) {
         run(machine.request(args, completion, now: Self.now()))
     }
+
+    /// One PUBLISH for a lone notification, one EVAL of PUBLISHes (atomic, in order) for several.
+    func publishNotifications(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)], _ completion: @escaping (_ lost: Int) -> Void) {
+        var command: [ByteBuffer]
+        if batch.count == 1 {
+            command = [Self.publishWord]
+        } else {
+            command = [Self.evalWord, Self.publishAll, Self.noKeys]
+            command.reserveCapacity(3 + 2 * batch.count)
+        }
+        for (channel, payload) in batch {
+            command.append(channel)
+            command.append(payload)
+        }
+        let count = batch.count
+        request(command) { reply in completion(reply == nil || reply!.isError ? count : 0) }
+    }
+
+    private static let publishWord = ByteBuffer(string: "PUBLISH")
+    private static let evalWord = ByteBuffer(string: "EVAL")
+    private static let noKeys = ByteBuffer(string: "0")
+    /// Publishes ARGV pairs (channel, payload) in order, atomically.
+    static let publishAll = ByteBuffer(string: "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return #ARGV / 2")
 
     /// Whether commands can be sent (PUBLISH, the lease), whatever the subscriber's state.
     var isPublisherReady: Bool { machine.isPublisherReady }
@@ -341,7 +485,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
                 reconnects: machine.reconnects, gaps: machine.gaps, gapSecondsTotal: machine.gapSecondsTotal,
                 unconfirmedPublishes: machine.unconfirmedPublishes, refusedSubscriptions: machine.refusedSubscriptions,
                 replyLimitDisconnects: machine.replyLimitDisconnects, masterSwitches: machine.masterSwitches,
-                heldPublishes: machine.heldPublishCount, malformedFleetMessages: machine.malformedFleetMessages),
+                heldPublishes: machine.heldPublishCount, malformedFleetMessages: machine.malformedFleetMessages,
+                clusterResubscriptions: machine.movedSubscriptions),
             topology: sentinelWatcher == nil ? "standalone" : "sentinel", master: masterAddress.map(Self.show) ?? "",
             sentinel: sentinelWatcher?.subscribedSentinel?.description ?? "",
             fleetReceivers: machine.countsFleetReceivers, fleetRelaysKnown: machine.knownFleetRelays)
@@ -357,6 +502,7 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
     }
 
     private var connectTarget: String {
+        if let cluster { return "cluster node \(Self.show(cluster.address))" }
         guard let master = sentinelWatcher?.master, let name = url.sentinel?.masterName else { return url.redacted }
         return "master '\(name)' at \(master)"
     }
@@ -399,19 +545,8 @@ final class UpstreamRedisLink: Backplane, RedisConnectionDelegate {
         }
     }
 
-    private static func describe(_ error: Error) -> String {
-        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
-        if let connection = error as? NIOConnectionError, let first = connection.connectionErrors.first {
-            return describe(first.error)
-        }
-        if let channel = error as? ChannelError, case .connectTimeout(let t) = channel {
-            return "connect timed out after \(format(Double(t.nanoseconds) / 1e9)) s"
-        }
-        return "\(error)"
-    }
-
     /// `host-pid-xxxx`: readable in CLIENT LIST, unique across restarts.
-    private static func makeRelayID() -> String {
+    static func makeRelayID() -> String {
         var name = [CChar](repeating: 0, count: 256)
         gethostname(&name, 255)
         let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -450,6 +585,14 @@ struct RedisLinkStatus: Sendable {
     /// how many relays with extra receivers this relay knows of.
     var fleetReceivers = false
     var fleetRelaysKnown = 0
+    /// Redis Cluster: the slot map and the masters' links (README, "Redis Cluster").
+    var cluster: ClusterStatus?
+
+    /// A backplane with no connection yet (a cluster whose map is not known).
+    static func down(url: String, relayID: String) -> RedisLinkStatus {
+        RedisLinkStatus(url: url, relayID: relayID, subscriber: "down", publisher: "down", forwarding: false,
+                        lastError: "", upstreamChannels: 0, upstreamPatterns: 0, upstreamShardChannels: 0, pendingConfirmations: 0, counters: .zero)
+    }
 
     /// `up`, or `degraded` (not yet connected, or lost: local delivery only).
     var state: String { forwarding ? "up" : "degraded" }

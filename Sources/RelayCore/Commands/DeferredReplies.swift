@@ -14,14 +14,31 @@ public final class ReplySlot {
     /// confirmations, replaced by Redis's error if Redis refuses the subscription.
     public var heldReply: ByteBuffer?
 
+    /// Fills still to come before the slot is filled (several upstream links answering parts
+    /// of one command: a Redis Cluster's masters); the first non-nil one is the reply.
+    private var fillsExpected = 1
+    private var partReply: ByteBuffer?
+
     public init() {}
+
+    /// The slot is filled by the `n`-th call of `fill` (each upstream part answers once).
+    public func expectFills(_ n: Int) {
+        precondition(n >= 1 && !isFilled, "reply slot expecting \(n) fills")
+        fillsExpected = n
+    }
 
     /// The upstream answered; `bytes` is the client's reply (nil: a barrier is lifted, and the
     /// held reply, if any, goes out).
     public func fill(_ bytes: ByteBuffer? = nil) {
         precondition(!isFilled, "reply slot filled twice")
+        if fillsExpected > 1 {
+            fillsExpected -= 1
+            if partReply == nil { partReply = bytes }
+            return
+        }
         isFilled = true
-        self.bytes = bytes ?? heldReply
+        self.bytes = partReply ?? bytes ?? heldReply
+        partReply = nil
         heldReply = nil
     }
 }

@@ -127,6 +127,14 @@ public enum RelayCounterTable {
                "PUBLISHes that waited for this relay's (un)subscription in flight to the same channel or a matching pattern.") { $0.redis?.heldPublishes },
         .count(.redis, "redis_malformed_fleet_messages", "redis_malformed_fleet_messages_total",
                "Messages on the fleet channel that were not understood (another relay version?): ignored.") { $0.redis?.malformedFleetMessages },
+        .count(.redis, "redis_cluster_refreshes", "redis_cluster_refreshes_total",
+               "Redis Cluster slot maps received (CLUSTER SHARDS answers: at start, every 2 s, and on each sign of a change); 0 without a cluster.") { $0.redis?.clusterRefreshes },
+        .count(.redis, "redis_cluster_redirects", "redis_cluster_redirects_total",
+               "Redis Cluster PUBLISHes answered -MOVED and sent again to the slot's new master.") { $0.redis?.clusterRedirects },
+        .count(.redis, "redis_cluster_slot_moves_pushed", "redis_cluster_slot_moves_pushed_total",
+               "Redis Cluster sunsubscribe pushes for a slot that moved away from its master (each asks for the slot map).") { $0.redis?.clusterSlotMovesPushed },
+        .count(.redis, "redis_cluster_resubscriptions", "redis_cluster_resubscriptions_total",
+               "Redis Cluster subscriptions made again on a slot's new master after resharding or a failover.") { $0.redis?.clusterResubscriptions },
     ]
 
     private static let postgres: [CounterDefinition] = [

@@ -26,10 +26,21 @@ public struct RedisLinkCounters: Sendable, Equatable {
     public var masterSwitches: Int
     public var heldPublishes: Int
     public var malformedFleetMessages: Int
+    /// Redis Cluster (README, "Redis Cluster"): slot maps received, `-MOVED` PUBLISHes sent again,
+    /// `sunsubscribe`s Redis pushed for a slot that moved, and names subscribed again on a new owner.
+    public var clusterRefreshes: Int
+    public var clusterRedirects: Int
+    public var clusterSlotMovesPushed: Int
+    public var clusterResubscriptions: Int
 
     public init(reconnects: Int, gaps: Int, gapSecondsTotal: Double, unconfirmedPublishes: Int,
                 refusedSubscriptions: Int, replyLimitDisconnects: Int, masterSwitches: Int,
-                heldPublishes: Int, malformedFleetMessages: Int) {
+                heldPublishes: Int, malformedFleetMessages: Int, clusterRefreshes: Int = 0, clusterRedirects: Int = 0,
+                clusterSlotMovesPushed: Int = 0, clusterResubscriptions: Int = 0) {
+        self.clusterRefreshes = clusterRefreshes
+        self.clusterRedirects = clusterRedirects
+        self.clusterSlotMovesPushed = clusterSlotMovesPushed
+        self.clusterResubscriptions = clusterResubscriptions
         self.reconnects = reconnects
         self.gaps = gaps
         self.gapSecondsTotal = gapSecondsTotal
@@ -39,6 +50,21 @@ public struct RedisLinkCounters: Sendable, Equatable {
         self.masterSwitches = masterSwitches
         self.heldPublishes = heldPublishes
         self.malformedFleetMessages = malformedFleetMessages
+    }
+
+    public static let zero = RedisLinkCounters(reconnects: 0, gaps: 0, gapSecondsTotal: 0, unconfirmedPublishes: 0, refusedSubscriptions: 0,
+                                               replyLimitDisconnects: 0, masterSwitches: 0, heldPublishes: 0, malformedFleetMessages: 0)
+
+    /// The sum over several links (a Redis Cluster's masters).
+    public static func + (a: Self, b: Self) -> Self {
+        RedisLinkCounters(reconnects: a.reconnects + b.reconnects, gaps: a.gaps + b.gaps, gapSecondsTotal: a.gapSecondsTotal + b.gapSecondsTotal,
+                          unconfirmedPublishes: a.unconfirmedPublishes + b.unconfirmedPublishes,
+                          refusedSubscriptions: a.refusedSubscriptions + b.refusedSubscriptions,
+                          replyLimitDisconnects: a.replyLimitDisconnects + b.replyLimitDisconnects, masterSwitches: a.masterSwitches + b.masterSwitches,
+                          heldPublishes: a.heldPublishes + b.heldPublishes, malformedFleetMessages: a.malformedFleetMessages + b.malformedFleetMessages,
+                          clusterRefreshes: a.clusterRefreshes + b.clusterRefreshes, clusterRedirects: a.clusterRedirects + b.clusterRedirects,
+                          clusterSlotMovesPushed: a.clusterSlotMovesPushed + b.clusterSlotMovesPushed,
+                          clusterResubscriptions: a.clusterResubscriptions + b.clusterResubscriptions)
     }
 }
 

@@ -86,10 +86,11 @@ public final class PubSubHub<Subscriber: MessageSink> {
     }
 
     /// An `smessage` from the backplane (not the fleet channel's): to the local subscribers of
-    /// that shard channel.
+    /// that shard channel. `counted`: the message was counted already (delivered to the channel's
+    /// subscribers as well, on a Redis Cluster in sharded mode).
     @discardableResult
-    public func deliverUpstream(shardChannel channel: ByteBuffer, payload: UnsafeRawBufferPointer) -> Int {
-        stats.counts.messagesFromRedis += 1
+    public func deliverUpstream(shardChannel channel: ByteBuffer, payload: UnsafeRawBufferPointer, counted: Bool = false) -> Int {
+        if !counted { stats.counts.messagesFromRedis += 1 }
         guard let entry = registry.entry(forShardChannel: channel) else { return 0 }
         isFanningOut = true
         defer { endFanOut() }

@@ -52,10 +52,13 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         /// Redis Sentinel (README, "Redis Sentinel"): connect only once `masterChanged` named a
         /// master, require `ROLE` to say `master`, and leave a node that answers `-READONLY`.
         public var followsMaster: Bool
+        /// What this machine carries upstream: everything, or one Redis Cluster master's share.
+        public var scope: NodeScope
 
         public init(relayID: String, shownURL: String = "", username: String? = nil, password: String? = nil, db: Int = 0,
                     namespace: String, timeoutNanoseconds: UInt64, backoffCapMilliseconds: Int,
-                    fleetTTLMilliseconds: Int = 5000, followsMaster: Bool = false) {
+                    fleetTTLMilliseconds: Int = 5000, followsMaster: Bool = false, scope: NodeScope = .whole) {
+            self.scope = scope
             self.relayID = relayID
             self.shownURL = shownURL
             self.username = username
@@ -103,6 +106,19 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         /// A PUBLISH that waited for a subscription when the link dropped: delivered to the local
         /// subscribers (degraded mode), the waiter answered with their number.
         case publishLocally(Waiter, channel: ByteBuffer, payload: ByteBuffer, sharded: Bool)
+        /// Redis Cluster: a sign that the slot map changed (an unasked `sunsubscribe`, a
+        /// `-MOVED` to a subscription); the map is to be asked for again.
+        case slotLost(String)
+        /// Redis Cluster: a PUBLISH answered `-MOVED`/`-ASK`/`-TRYAGAIN`/`-CLUSTERDOWN`, to be
+        /// sent again (its reply slot kept) once the slot map names the owner.
+        case redirected(Waiter, channel: ByteBuffer, payload: ByteBuffer, sharded: Bool, alsoClassic: Bool, echo: Bool)
+    }
+
+    /// What a cluster PUBLISH needs to be sent again elsewhere.
+    struct Resend {
+        let channel: ByteBuffer
+        let payload: ByteBuffer
+        let alsoClassic: Bool
     }
 
     /// What the next non-push reply on a connection answers.
@@ -117,7 +133,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         /// `localExtra`: this relay's receivers Redis does not count (`FleetReceivers`), taken
         /// when it was sent; the other relays' are added when Redis answers (`channel`).
         /// `echo`: the publishing client receives the message itself (RESP3). `sharded`: an SPUBLISH.
-        case publish(Waiter, localExtra: Int, channel: ByteBuffer?, sharded: Bool, echo: Bool)
+        /// `resend`: on a cluster, what a `-MOVED` answer needs to send it again.
+        case publish(Waiter, localExtra: Int, channel: ByteBuffer?, sharded: Bool, echo: Bool, resend: Resend?)
+        /// The classic PUBLISH after a cluster SPUBLISH, for the fleet's pattern subscribers: its
+        /// count is not Redis's to give (README, "Redis Cluster"), an error is logged once.
+        case classicCopy
         case query(Waiter, PubSubQuery)
         /// One of the EVALs of a fleet-wide NUMSUB (an index into `numsubs`).
         case numsubPart(Int)
@@ -192,7 +212,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     /// Resubscribe confirmations still expected after a reconnect.
     private var resyncRemaining = 0
     /// Upstream (un)subscribe names gathered in this tick, sent as one command per run.
-    private var pendingRun: (kind: SubscriptionKind, subscribe: Bool, names: [ByteBuffer])?
+    /// On a cluster, shard names of one command share a slot (Redis refuses a command whose names
+    /// span slots with `-CROSSSLOT`): `slot` is theirs.
+    private var pendingRun: (kind: SubscriptionKind, subscribe: Bool, slot: Int?, names: [ByteBuffer])?
     private var fleet: FleetCounts
     private var fleetWaiters: [(client: Client, waiter: Waiter)] = []
     private var lastFleetRefresh: UInt64 = 0
@@ -213,6 +235,19 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     private var heldPublishes: Deque<HeldPublish> = []
     private var heldPerClient: [ObjectIdentifier: Int] = [:]
     private var stopped = false
+    /// What this machine carries (`NodeScope`); a cluster master's slots change with the map.
+    public private(set) var scope: NodeScope
+    /// Redis Cluster: shard names Redis dropped unasked (their slot moved), subscribed again by
+    /// whichever master serves them once the next map is in.
+    private var orphans: Set<ByteBuffer> = []
+    /// Redis Cluster, a master that is not home: the other relays' receivers of a PUBLISH, as the
+    /// home master's machine knows them (channel, sharded).
+    public var remoteReceivers: ((ByteBuffer, Bool, Bool) -> Int)?
+    /// Redis Cluster: names subscribed again here after their slot came to this master, or after
+    /// Redis dropped them; `sunsubscribe`s Redis pushed unasked.
+    public private(set) var movedSubscriptions = 0
+    public private(set) var slotMovesPushed = 0
+    private var loggedClassicCopyError = false
     private var hasBeenUp = false
     /// Sentinel: whether `masterChanged` has named a master yet.
     private var masterKnown = false
@@ -250,6 +285,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     public init(settings: Settings, registry: SubscriptionRegistry<Client>, now: UInt64) {
         self.settings = settings
+        self.scope = settings.scope
         self.registry = registry
         let backoff = ReconnectBackoff(capMilliseconds: settings.backoffCapMilliseconds)
         self.sub = Connection(role: .subscriber, backoff: backoff)
@@ -300,7 +336,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public mutating func stop() -> [Action] {
         stopped = true
         var actions: [Action] = []
-        if pub.phase == .ready {
+        if pub.phase == .ready, scope.home {
             for command in fleet.removal() { actions.append(.send(pub.id, command)) }
             if fleetChannel != .unavailable, receivers.hasAnnounced {
                 actions.append(.send(pub.id, [BackplaneCommandWords.spublish, receivers.channel, receivers.message("bye")]))
@@ -452,7 +488,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     private mutating func resolveLocally(_ entry: Expected, _ actions: inout [Action]) {
         switch entry {
-        case .publish(let w, _, _, _, _):
+        case .publish(let w, _, _, _, _, _):
             unconfirmedPublishes += 1
             var reply = ByteBuffer()
             reply.writeRESPInteger(0)
@@ -467,7 +503,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             actions.append(.complete(callback, nil))
         case .echoBarrier(let w, let reply):
             actions.append(.fill(w, reply))
-        case .handshake, .handshakeDone, .role, .ping, .bookkeeping, .subscriptions, .fleetSubscription:
+        case .handshake, .handshakeDone, .role, .ping, .bookkeeping, .subscriptions, .fleetSubscription, .classicCopy:
             break
         }
     }
@@ -531,11 +567,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         if fleetChannel == .subscribed {
             receivers.expire(now: now, ttlNanoseconds: UInt64(settings.fleetTTLMilliseconds) * 1_000_000)
         }
-        if pub.phase == .ready, fleetChannel != .unavailable, receivers.hasAnnounced, now - lastAlive >= 1_000_000_000 {
+        if pub.phase == .ready, scope.home, fleetChannel != .unavailable, receivers.hasAnnounced, now - lastAlive >= 1_000_000_000 {
             lastAlive = now
             sendFleetMessages([receivers.message("alive")], waiters: [], now, &actions)
         }
-        if pub.phase == .ready, now - lastFleetRefresh >= 1_000_000_000 {
+        if pub.phase == .ready, scope.home, now - lastFleetRefresh >= 1_000_000_000 {
             // Unrefreshed for most of its lifetime (the relay was stalled or stopped): the hash
             // may have expired in Redis, so it is written whole again.
             if now - lastFleetRefresh >= UInt64(settings.fleetTTLMilliseconds) * 800_000 {
@@ -600,11 +636,21 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             } else if case .handshakeDone = expected {
                 handshakeDone(id.role, now, &actions)
             }
-        case .publish(let w, let localExtra, let channel, let sharded, let echo):
-            if case .integer(let n) = reply {
+        case .publish(let w, let localExtra, let channel, let sharded, let echo, let resend):
+            if let resend, reply.isError, Self.isClusterRedirect(reply) {
+                // The slot moved (or the cluster is failing over): sent again once the map is in.
+                actions.append(.redirected(w, channel: resend.channel, payload: resend.payload, sharded: sharded,
+                                           alsoClassic: resend.alsoClassic, echo: echo))
+            } else if case .integer(let n) = reply {
                 // The other relays' receivers as known now, when Redis has run the PUBLISH: a
                 // change a relay told before it (and before its client's confirmation) is in.
-                let remote = channel.map { fleetChannel == .subscribed ? receivers.remoteExtra(for: $0, sharded: sharded) : 0 } ?? 0
+                let remote: Int
+                if let resend {
+                    remote = scope.home ? remoteReceiverCount(for: resend.channel, sharded: sharded, patterns: resend.alsoClassic)
+                                        : remoteReceivers?(resend.channel, sharded, resend.alsoClassic) ?? 0
+                } else {
+                    remote = channel.map { fleetChannel == .subscribed ? receivers.remoteExtra(for: $0, sharded: sharded) : 0 } ?? 0
+                }
                 var out = ByteBuffer()
                 out.writeRESPInteger(n + localExtra + remote)
                 if echo {
@@ -647,6 +693,12 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             }
         case .callback(let callback):
             actions.append(.complete(callback, reply))
+        case .classicCopy:
+            if reply.isError, !loggedClassicCopyError {
+                loggedClassicCopyError = true
+                actions.append(.log(.warning, "redis cluster: the classic PUBLISH for pattern subscribers failed; they miss such messages",
+                                    [("error", reply.text)]))
+            }
         case .subscriptions(let total, let remaining):
             guard reply.isError, remaining == total else {
                 linkFailed(id.role, "subscriber connection out of step: \(String(reply.text.prefix(80))) in answer to a subscription command",
@@ -684,10 +736,12 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case .subscriber:
             resubscribe(now, &actions)
         case .publisher:
-            rewriteFleetCounts(now, &actions)
+            if scope.home { rewriteFleetCounts(now, &actions) }
             pub.phase = .ready
-            sendFleetState(now, &actions)
-            sayHello(now, &actions)
+            if scope.home {
+                sendFleetState(now, &actions)
+                sayHello(now, &actions)
+            }
             updateMode(now, &actions)
         }
     }
@@ -696,21 +750,17 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     private mutating func resubscribe(_ now: UInt64, _ actions: inout [Action]) {
         sub.phase = .syncing
         flushRun(now, &actions)
-        if fleetChannel == .off {
+        if fleetChannel == .off, scope.home {
             fleetChannel = .subscribing
             send(.subscriber, [BackplaneCommandWords.ssubscribe, receivers.channel], .fleetSubscription, now, &actions)
         }
-        let channels = Array(registry.activeChannels)
-        let patterns = Array(registry.patterns.keys)
-        let shardChannels = registry.activeShardChannels.filter { !isFleetChannel(.shard, $0) }
+        let (channels, patterns, shardChannels) = carriedNames()
+        orphans = []
         resyncRemaining = channels.count + patterns.count + shardChannels.count
         for (kind, names) in [(SubscriptionKind.channel, channels), (.pattern, patterns), (.shard, shardChannels)] {
-            var start = 0
-            while start < names.count {
-                let chunk = Array(names[start..<min(start + Self.namesPerCommand, names.count)])
+            for chunk in commandChunks(kind, names) {
                 for name in chunk { ledger.sent(kind, name, subscribe: true) }
                 sendSubscriptionCommand(kind, subscribe: true, chunk, now, &actions)
-                start += chunk.count
             }
         }
         if resyncRemaining == 0 {
@@ -759,6 +809,14 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     /// of step, and the reconnect's resubscription restores every shard channel.
     private mutating func shardChannelUnsubscribedByRedis(_ name: ByteBuffer, _ now: UInt64, _ actions: inout [Action]) {
         let shown = String(decoding: name.readableBytesView.prefix(128), as: UTF8.self)
+        if scope.isCluster {
+            // The slot left this master (resharding, or it is a replica now): the name is
+            // subscribed again wherever the next map says it lives.
+            slotMovesPushed += 1
+            if registry.isHeld(.shard, name) || (scope.channelsSharded && registry.isHeld(.channel, name)) { orphans.insert(name.compacted()) }
+            actions.append(.slotLost("Redis unsubscribed the shard channel '\(shown)': its slot moved"))
+            return
+        }
         linkFailed(.subscriber, "subscriber connection out of step: Redis unsubscribed the shard channel '\(shown)' unasked", now, &actions)
     }
 
@@ -782,6 +840,18 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             refused = try ledger.refuseOldest(count)
         } catch {
             linkFailed(.subscriber, "subscriber connection out of step: \(error)", now, &actions)
+            return
+        }
+        if scope.isCluster, Self.isClusterRedirect(reply) {
+            // Not a refusal: the slot is elsewhere now. The waiting clients are confirmed (the
+            // new owner subscribes the names once the next map is in; the gap is counted there).
+            for entry in refused {
+                if entry.subscribe, holdsLocally(entry.kind, entry.name) { orphans.insert(entry.name) }
+                resyncProgressed(now, &actions)
+                for waitID in entry.waiters { resolve(waitID, refusal: nil, &actions) }
+            }
+            actions.append(.slotLost("a subscription was answered \(String(reply.text.prefix(60)))"))
+            if !heldPublishes.isEmpty { releaseHeldPublishes(now, &actions) }
             return
         }
         var errorLine = ByteBuffer()
@@ -809,8 +879,10 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         if !heldPublishes.isEmpty { releaseHeldPublishes(now, &actions) }
     }
 
+    /// Whether a local client holds what the upstream subscription `kind`/`name` carries (on a
+    /// cluster in sharded mode an upstream shard channel carries the app channel too).
     private func holdsLocally(_ kind: SubscriptionKind, _ name: ByteBuffer) -> Bool {
-        registry.isHeld(kind, name)
+        registry.isHeld(kind, name) || (kind == .shard && scope.channelsSharded && registry.isHeld(.channel, name))
     }
 
     private static func logKey(_ kind: SubscriptionKind) -> String {
@@ -889,29 +961,44 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     /// `client` now holds `name` (`first`: no local client held it before). `waiter` is asked
     /// for only when the client's confirmation must also wait for the fleet-count write.
+    ///
+    /// On a cluster (`NodeScope`), the home master's machine keeps the fleet's books for every
+    /// name (`bookkeeping`) and the owning master's machine holds the subscription (`upstream`).
     public mutating func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: Client,
-                                           now: UInt64, waiter: () -> Waiter) -> [Action] {
+                                           now: UInt64, bookkeeping: Bool = true, upstream: Bool = true,
+                                           waiter: () -> Waiter) -> [Action] {
         var actions: [Action] = []
-        fleetChanged(kind, name, client: isForwarding ? client : nil, waiter)
-        if first, !isFleetChannel(kind, name), sub.phase == .syncing || sub.phase == .ready {
-            queueSubscription(kind, name.compacted(), subscribe: true, now, &actions)
+        if bookkeeping, scope.home { fleetChanged(kind, name, client: isForwarding ? client : nil, waiter) }
+        let up = scope.upstreamKind(kind)
+        if upstream, first, !sharesUpstream(kind, name), !isFleetChannel(up, name), sub.phase == .syncing || sub.phase == .ready {
+            queueSubscription(up, name.compacted(), subscribe: true, now, &actions)
         }
         return actions
     }
 
-    public mutating func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool, now: UInt64) -> [Action] {
+    public mutating func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool, now: UInt64,
+                                             bookkeeping: Bool = true, upstream: Bool = true) -> [Action] {
         var actions: [Action] = []
-        fleetChanged(kind, name, client: nil) { fatalError("no waiter without a client") }
-        if last, !isFleetChannel(kind, name), sub.phase == .syncing || sub.phase == .ready {
-            queueSubscription(kind, name.compacted(), subscribe: false, now, &actions)
+        if bookkeeping, scope.home { fleetChanged(kind, name, client: nil) { fatalError("no waiter without a client") } }
+        let up = scope.upstreamKind(kind)
+        if upstream, last, !sharesUpstream(kind, name), !isFleetChannel(up, name), sub.phase == .syncing || sub.phase == .ready {
+            queueSubscription(up, name.compacted(), subscribe: false, now, &actions)
         }
         return actions
+    }
+
+    /// On a cluster in sharded mode an app's channel and its shard channel of the same name ride
+    /// one upstream `SSUBSCRIBE`: held while either is.
+    private func sharesUpstream(_ kind: SubscriptionKind, _ name: ByteBuffer) -> Bool {
+        guard scope.channelsSharded, kind != .pattern else { return false }
+        return registry.isHeld(kind == .channel ? .shard : .channel, name)
     }
 
     /// The names of one (P|S)SUBSCRIBE that wait for upstream (empty: confirm at once).
     public func pendingNames(_ kind: SubscriptionKind, _ names: [ByteBuffer]) -> [ByteBuffer] {
         guard isForwarding else { return [] }
-        return names.filter { ledger.isPending(kind, $0) }
+        let up = scope.upstreamKind(kind)
+        return names.filter { ledger.isPending(up, $0) }
     }
 
     /// Holds `client`'s confirmations in `waiter` until every one of `pending` is confirmed;
@@ -920,38 +1007,61 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         let id = nextWaitID
         nextWaitID += 1
         waits[id] = SubscribeWait(client: client, waiter: waiter, kind: kind, names: names, remaining: pending.count)
-        for name in pending { _ = ledger.wait(for: kind, name, id) }
+        for name in pending { _ = ledger.wait(for: scope.upstreamKind(kind), name, id) }
     }
 
     /// A local PUBLISH (`sharded`: SPUBLISH). One that an (un)subscription in flight could affect
     /// waits until Redis has confirmed it, and so do the same client's later ones, PUBLISH or
     /// SPUBLISH (its messages stay in order). `echo`: the client receives the message itself
     /// (its reply must follow its copies).
+    ///
+    /// On a cluster in sharded mode, `alsoClassic` follows the SPUBLISH with a classic PUBLISH of
+    /// the same message on the same connection, for the fleet's pattern subscribers (README,
+    /// "Redis Cluster").
     public mutating func publish(channel: ByteBuffer, payload: ByteBuffer, sharded: Bool = false, from client: Client, waiter: Waiter,
-                                 echo: Bool = false, now: UInt64) -> [Action] {
+                                 echo: Bool = false, alsoClassic: Bool = false, now: UInt64) -> [Action] {
         let key = ObjectIdentifier(client)
         if (!heldPublishes.isEmpty && heldPerClient[key] != nil) || ledger.affects(channel: channel, sharded: sharded) {
             heldPublishCount += 1
-            heldPublishes.append(HeldPublish(client: key, channel: channel, payload: payload, sharded: sharded, waiter: waiter, echo: echo))
+            heldPublishes.append(HeldPublish(client: key, channel: channel, payload: payload, sharded: sharded, waiter: waiter, echo: echo,
+                                             alsoClassic: alsoClassic))
             heldPerClient[key, default: 0] += 1
             return []
         }
         var actions: [Action] = []
-        sendPublish(channel, payload, sharded: sharded, waiter, echo: echo, now, &actions)
+        sendPublish(channel, payload, sharded: sharded, waiter, echo: echo, alsoClassic: alsoClassic, now, &actions)
         return actions
     }
 
     private mutating func sendPublish(_ channel: ByteBuffer, _ payload: ByteBuffer, sharded: Bool, _ waiter: Waiter, echo: Bool,
-                                      _ now: UInt64, _ actions: inout [Action]) {
-        let expected = Expected.publish(waiter, localExtra: localExtra(for: channel, sharded: sharded),
-                                        channel: fleetChannel == .subscribed ? channel : nil, sharded: sharded, echo: echo)
+                                      alsoClassic: Bool = false, _ now: UInt64, _ actions: inout [Action]) {
+        let cluster = scope.isCluster
+        let expected = Expected.publish(waiter, localExtra: localExtra(for: channel, sharded: sharded, patterns: alsoClassic),
+                                        channel: fleetChannel == .subscribed ? channel : nil, sharded: sharded, echo: echo,
+                                        resend: cluster ? Resend(channel: channel, payload: payload, alsoClassic: alsoClassic) : nil)
         send(.publisher, [sharded ? BackplaneCommandWords.spublish : Self.publishCommand, channel, payload], expected, now, &actions)
+        if alsoClassic { send(.publisher, [Self.publishCommand, channel, payload], .classicCopy, now, &actions) }
     }
 
     /// This relay's receivers of a PUBLISH to `channel` that Redis does not count: all but one
     /// client of the channel, and of each matching pattern (Redis counts the relay once per name);
     /// of an SPUBLISH, all but one client of the shard channel.
-    private func localExtra(for channel: ByteBuffer, sharded: Bool) -> Int {
+    ///
+    /// On a cluster in sharded mode Redis counts each relay once for the upstream SSUBSCRIBE that
+    /// carries both the channel and the shard channel, and none of the pattern subscribers (the
+    /// classic copy's count is not asked for): `patterns` adds every local one that matches.
+    private func localExtra(for channel: ByteBuffer, sharded: Bool, patterns: Bool = false) -> Int {
+        if scope.channelsSharded {
+            var n = max(0, registry.numberOfSubscribers(channel: channel) + registry.numberOfShardSubscribers(shardChannel: channel) - 1)
+            if patterns, registry.patternCount > 0 {
+                channel.withUnsafeReadableBytes { ch in
+                    for entry in registry.patterns.values where entry.nameBytes.withUnsafeBytes({ GlobMatcher.matches(pattern: $0, string: ch) }) {
+                        n += entry.subscribers.count
+                    }
+                }
+            }
+            return n
+        }
         if sharded { return max(0, registry.numberOfShardSubscribers(shardChannel: channel) - 1) }
         var n = max(0, registry.numberOfSubscribers(channel: channel) - 1)
         if registry.sharedPatternCount > 0 {
@@ -981,7 +1091,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             let left = heldPerClient[held.client, default: 1] - 1
             heldPerClient[held.client] = left > 0 ? left : nil
             if isForwarding {
-                sendPublish(held.channel, held.payload, sharded: held.sharded, held.waiter, echo: held.echo, now, &actions)
+                sendPublish(held.channel, held.payload, sharded: held.sharded, held.waiter, echo: held.echo, alsoClassic: held.alsoClassic,
+                            now, &actions)
             } else {
                 actions.append(.publishLocally(held.waiter, channel: held.channel, payload: held.payload, sharded: held.sharded))
             }
@@ -1029,6 +1140,110 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         return actions
     }
 
+    // MARK: Redis Cluster
+
+    /// The names this machine holds upstream, by upstream kind: everything on one server; on a
+    /// cluster, the patterns and classic channels on the home master and, on each master, the
+    /// shard names (in sharded mode the app channels too) of the slots it serves.
+    private func carriedNames() -> (channels: [ByteBuffer], patterns: [ByteBuffer], shard: [ByteBuffer]) {
+        let patterns = scope.home ? Array(registry.patterns.keys) : []
+        guard scope.isCluster else {
+            return (Array(registry.activeChannels), patterns, registry.activeShardChannels.filter { !isFleetChannel(.shard, $0) })
+        }
+        let channels = scope.home && !scope.channelsSharded ? Array(registry.activeChannels) : []
+        var shard: [ByteBuffer] = []
+        var seen = Set<ByteBuffer>()
+        let candidates = scope.channelsSharded ? Array(registry.activeChannels) + Array(registry.activeShardChannels)
+                                               : Array(registry.activeShardChannels)
+        for name in candidates where scope.serves(name) && !isFleetChannel(.shard, name) && seen.insert(name).inserted {
+            shard.append(name)
+        }
+        return (channels, patterns, shard)
+    }
+
+    /// `names` in commands of at most `namesPerCommand`; on a cluster, shard names grouped by slot.
+    private func commandChunks(_ kind: SubscriptionKind, _ names: [ByteBuffer]) -> [[ByteBuffer]] {
+        var chunks: [[ByteBuffer]] = []
+        if kind == .shard && scope.isCluster {
+            var bySlot: [Int: [ByteBuffer]] = [:]
+            for name in names { bySlot[name.withUnsafeReadableBytes { ClusterSlot.of($0) }, default: []].append(name) }
+            for slot in bySlot.keys.sorted() { chunks += Self.split(bySlot[slot]!) }
+            return chunks
+        }
+        return Self.split(names)
+    }
+
+    private static func split(_ names: [ByteBuffer]) -> [[ByteBuffer]] {
+        stride(from: 0, to: names.count, by: namesPerCommand).map { Array(names[$0..<min($0 + namesPerCommand, names.count)]) }
+    }
+
+    /// The slot map changed: this master now serves `slots` (and is the home master or not).
+    /// The names of slots it gained are subscribed here (their old master dropped them), and so
+    /// are the ones Redis dropped unasked that it still serves; those of slots it lost are left
+    /// to their new master. A change of home starts both connections over, with the fleet's books.
+    public mutating func ownershipChanged(slots: [Bool], home: Bool, now: UInt64) -> [Action] {
+        precondition(slots.count == ClusterSlot.count, "a slot map has \(ClusterSlot.count) slots")
+        var actions: [Action] = []
+        let old = scope.slots ?? NodeScope.noSlots
+        let homeChanged = scope.home != home
+        scope.slots = slots
+        scope.home = home
+        if homeChanged, sub.phase != .down || pub.phase != .down {
+            for role in Role.allCases {
+                linkFailed(role, "the home of the fleet's keys moved \(home ? "to" : "away from") this master", now, &actions, atOnce: true)
+            }
+            return actions
+        }
+        guard sub.phase == .syncing || sub.phase == .ready else { return actions }
+        let (_, _, shard) = carriedNames()
+        for name in shard {
+            let slot = name.withUnsafeReadableBytes { ClusterSlot.of($0) }
+            guard !old[slot] || orphans.contains(name), !ledger.isPending(.shard, name) else { continue }
+            movedSubscriptions += 1
+            queueSubscription(.shard, name, subscribe: true, now, &actions)
+        }
+        orphans = []
+        flushRun(now, &actions)
+        return actions
+    }
+
+    /// Whether a pattern held anywhere in the fleet (here, or by a relay this one has heard of)
+    /// matches `channel`; true while the fleet's patterns are not known yet (a classic copy too
+    /// many costs less than a message lost).
+    public func fleetHoldsPattern(matching channel: ByteBuffer) -> Bool {
+        guard fleetChannel == .subscribed else { return true }
+        if registry.patternCount > 0 {
+            let local = channel.withUnsafeReadableBytes { ch in
+                registry.patterns.values.contains { $0.nameBytes.withUnsafeBytes { GlobMatcher.matches(pattern: $0, string: ch) } }
+            }
+            if local { return true }
+        }
+        return receivers.remotePatternMatches(channel)
+    }
+
+    /// The other relays' receivers of a message on `channel` that Redis did not count: on a
+    /// cluster in sharded mode their channel and shard extras and, when the message also went
+    /// classic (`patterns`), every subscriber of their matching patterns.
+    public func remoteReceiverCount(for channel: ByteBuffer, sharded: Bool, patterns: Bool) -> Int {
+        guard fleetChannel == .subscribed else { return 0 }
+        guard scope.channelsSharded else { return receivers.remoteExtra(for: channel, sharded: sharded) }
+        return receivers.remoteExtra(for: channel, sharded: true) + receivers.remoteChannelExtra(for: channel)
+            + (patterns ? receivers.remotePatternHolders(for: channel) : 0)
+    }
+
+    /// Names this machine holds upstream now.
+    public var upstreamNameCount: Int {
+        let (channels, patterns, shard) = carriedNames()
+        return channels.count + patterns.count + shard.count
+    }
+
+    /// A cluster error that means "ask the map again and retry": the slot is elsewhere, or the
+    /// cluster is between masters.
+    static func isClusterRedirect(_ reply: UpstreamReply) -> Bool {
+        let text = reply.text
+        return text.hasPrefix("MOVED ") || text.hasPrefix("ASK ") || text.hasPrefix("TRYAGAIN") || text.hasPrefix("CLUSTERDOWN")
+    }
+
     // MARK: Sending
 
     private mutating func send(_ role: Role, _ args: [ByteBuffer], _ expected: Expected, _ now: UInt64, _ actions: inout [Action]) {
@@ -1053,10 +1268,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     private mutating func queueSubscription(_ kind: SubscriptionKind, _ name: ByteBuffer, subscribe: Bool,
                                             _ now: UInt64, _ actions: inout [Action]) {
         ledger.sent(kind, name, subscribe: subscribe)
-        if let run = pendingRun, run.kind != kind || run.subscribe != subscribe || run.names.count >= Self.namesPerCommand {
+        let slot = kind == .shard && scope.isCluster ? name.withUnsafeReadableBytes { ClusterSlot.of($0) } : nil
+        if let run = pendingRun, run.kind != kind || run.subscribe != subscribe || run.slot != slot || run.names.count >= Self.namesPerCommand {
             flushRun(now, &actions)
         }
-        if pendingRun == nil { pendingRun = (kind, subscribe, []) }
+        if pendingRun == nil { pendingRun = (kind, subscribe, slot, []) }
         pendingRun!.names.append(name)
     }
 
@@ -1205,6 +1421,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         let waiter: Waiter
         /// Whether the client received the message itself when it sent it (Redis's moment).
         let echo: Bool
+        let alsoClassic: Bool
     }
 
     static func arg(_ s: String) -> ByteBuffer {

@@ -47,6 +47,9 @@ public struct FleetReceivers {
     private var channelExtras: [ByteBuffer: Int] = [:]
     private var shardExtras: [ByteBuffer: Int] = [:]
     private var patternExtras: [ByteBuffer: (bytes: [UInt8], extra: Int)] = [:]
+    /// Sum over the other relays of `count`, per pattern: on a Redis Cluster in sharded mode
+    /// Redis counts none of them (README, "Redis Cluster").
+    private var patternHolders: [ByteBuffer: (bytes: [UInt8], holders: Int)] = [:]
     /// What this relay last told the fleet, and what changed since.
     private var announced: [Key: Int] = [:]
     private var dirty: Set<Key> = []
@@ -140,11 +143,15 @@ public struct FleetReceivers {
         channelExtras.removeAll()
         shardExtras.removeAll()
         patternExtras.removeAll()
+        patternHolders.removeAll()
     }
 
     private mutating func forget(_ id: String) {
         guard let remote = remotes.removeValue(forKey: id) else { return }
-        for (key, n) in remote.counts { adjust(key, by: -(n - 1)) }
+        for (key, n) in remote.counts {
+            adjust(key, by: -(n - 1))
+            if key.kind == .pattern { adjustHolders(key.name, by: -n) }
+        }
     }
 
     private mutating func set(_ id: String, _ key: Key, _ n: Int) {
@@ -153,7 +160,35 @@ public struct FleetReceivers {
         guard kept != old else { return }
         remotes[id]?.counts[key] = kept == 0 ? nil : kept
         adjust(key, by: (kept == 0 ? 0 : kept - 1) - (old == 0 ? 0 : old - 1))
+        if key.kind == .pattern { adjustHolders(key.name, by: kept - old) }
     }
+
+    private mutating func adjustHolders(_ pattern: ByteBuffer, by delta: Int) {
+        guard delta != 0 else { return }
+        let n = (patternHolders[pattern]?.holders ?? 0) + delta
+        patternHolders[pattern] = n > 0 ? (Array(pattern.readableBytesView), n) : nil
+    }
+
+    /// Whether a pattern another relay holds matches `channel`.
+    public func remotePatternMatches(_ channel: ByteBuffer) -> Bool {
+        guard !patternHolders.isEmpty else { return false }
+        return channel.withUnsafeReadableBytes { ch in
+            patternHolders.values.contains { $0.bytes.withUnsafeBytes { GlobMatcher.matches(pattern: $0, string: ch) } }
+        }
+    }
+
+    /// Every subscriber of the other relays' patterns that match `channel`.
+    public func remotePatternHolders(for channel: ByteBuffer) -> Int {
+        guard !patternHolders.isEmpty else { return 0 }
+        return channel.withUnsafeReadableBytes { ch in
+            patternHolders.values.reduce(0) { n, p in
+                n + (p.bytes.withUnsafeBytes { GlobMatcher.matches(pattern: $0, string: ch) } ? p.holders : 0)
+            }
+        }
+    }
+
+    /// The other relays' extras for `channel` as a channel only (no patterns).
+    public func remoteChannelExtra(for channel: ByteBuffer) -> Int { channelExtras[channel] ?? 0 }
 
     private mutating func adjust(_ key: Key, by delta: Int) {
         guard delta != 0 else { return }

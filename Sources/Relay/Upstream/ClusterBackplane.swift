@@ -1,0 +1,353 @@
+import Logging
+import NIOCore
+import RelayCore
+
+/// The backplane on a Redis Cluster (README, "Redis Cluster"): one `UpstreamRedisLink` — one
+/// subscriber and one publisher connection — per master, each running its own
+/// `BackplaneStateMachine` scoped to the slots that master owns, plus the control connection of
+/// the `ClusterWatcher` that follows the slot map.
+///
+/// * `sharded` (the default): an app channel rides `SSUBSCRIBE`/`SPUBLISH` on the master owning
+///   its slot, so each message crosses one shard only. Patterns stay classic (`PSUBSCRIBE` on the
+///   *home* master, the owner of the namespace's hash tag, which also holds the fleet's keys and
+///   its fleet channel); a PUBLISH whose channel matches a pattern held anywhere in the fleet is
+///   also sent as a classic `PUBLISH`, right after its `SPUBLISH` on the same connection.
+/// * `classic`: everything as on one Redis, through the home master (the cluster bus broadcasts);
+///   only the apps' own `SSUBSCRIBE`s go to their slots' masters.
+///
+/// When the map changes, each machine is told which slots it now owns: it subscribes the names
+/// it gained and forgets the ones it lost (their new owner subscribes them). A `-MOVED` reply or a
+/// `sunsubscribe` Redis pushes for a slot that moved asks the watcher for the map again; the
+/// PUBLISHes that met `-MOVED` wait for it and are sent again to the new owner.
+final class ClusterBackplane: Backplane, BackplaneService {
+    typealias Client = ClientConnection
+
+    let url: RedisURL
+    let relayID: String
+    let sharded: Bool
+    private let config: RelayConfig
+    private let eventLoop: EventLoop
+    private unowned let state: RelayState
+    /// The links by master id, and the slot map they follow.
+    private var links: [String: UpstreamRedisLink] = [:]
+    private var topology: ClusterTopology?
+    private var watcher: ClusterWatcher!
+    /// The slot of the namespace's hash tag: its master is the home of the fleet's keys,
+    /// channel, patterns and Postgres lease.
+    let homeSlot: Int
+    private var stopped = false
+    /// PUBLISHes answered `-MOVED`, waiting for the next map to be sent again.
+    private var redirected: [UpstreamRedisLink.Redirected] = []
+    /// Told after any change of the connections' state (the Postgres bridge follows it).
+    var onStateChange: (() -> Void)?
+    var onTick: (() -> Void)?
+
+    // Counters (INFO upstreams, /metrics).
+    private(set) var slotMapVersion = 0
+    private(set) var redirectsFollowed = 0
+    private(set) var slotsLostPushes = 0
+
+    init(url: RedisURL, config: RelayConfig, state: RelayState, eventLoop: EventLoop) {
+        self.url = url
+        self.config = config
+        self.state = state
+        self.eventLoop = eventLoop
+        self.relayID = UpstreamRedisLink.makeRelayID()
+        self.sharded = url.cluster!.pubsub == .sharded
+        self.homeSlot = ClusterSlot.of(Array(ClusterBackplane.keyNamespace(config.namespace).utf8))
+        let seeds = url.cluster!.seeds.map { ClusterDiscovery.Endpoint(host: $0.host, port: $0.port) }
+        let discovery = ClusterDiscovery(
+            seeds: seeds, username: url.username, password: url.password, tls: url.tls,
+            timeoutMilliseconds: config.redisTimeoutMilliseconds,
+            backoff: ReconnectBackoff(capMilliseconds: config.redisBackoffMaxMilliseconds), jitter: { Double.random(in: 0..<1) })
+        self.watcher = ClusterWatcher(
+            discovery: discovery, timeoutMilliseconds: config.redisTimeoutMilliseconds, eventLoop: eventLoop, logger: state.logger,
+            tls: { [unowned self] in url.tls ? state.redisTLS : nil }
+        ) { [unowned self] topology, endpoint in apply(topology, from: endpoint) }
+    }
+
+    /// The namespace as the fleet's keys and fleet channel use it on a cluster: one hash tag, so
+    /// that every key (and every script touching several) lives in one slot.
+    static func keyNamespace(_ namespace: String) -> String { "{\(namespace)}" }
+
+    private var logger: Logger { state.logger }
+
+    // MARK: Lifecycle
+
+    func start() {
+        logger.info("redis cluster: discovering the slot map", metadata: ["url": "\(url.redacted)", "relay_id": "\(relayID)",
+                                                                          "pubsub": "\(sharded ? "sharded" : "classic")"])
+        watcher.start()
+        scheduleTick()
+    }
+
+    func stop() {
+        stopped = true
+        watcher.stop()
+        for link in links.values { link.stop() }
+    }
+
+    private func scheduleTick() {
+        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) { [self] in
+            guard !stopped else { return }
+            // A master connection that is down may mean a failover: the map is asked for again
+            // (the discovery spaces the asks) until every master is back.
+            if topology != nil, links.values.contains(where: { !$0.isForwarding }) { watcher.refresh("a master connection is down") }
+            onTick?()
+            scheduleTick()
+        }
+    }
+
+    // MARK: The slot map
+
+    private func apply(_ new: ClusterTopology, from endpoint: ClusterDiscovery.Endpoint) {
+        guard !stopped else { return }
+        if let old = topology, old == new {
+            resendRedirected()
+            return
+        }
+        let first = topology == nil
+        slotMapVersion += 1
+        topology = new
+        logger.log(level: first ? .info : .notice, "redis cluster: slot map \(first ? "discovered" : "changed")",
+                   metadata: ["from": "\(endpoint)", "masters": "\(new.masters.count)", "complete": "\(new.isComplete)",
+                              "version": "\(slotMapVersion)"])
+        let home = new.master(forSlot: homeSlot)?.id
+        // New masters get a link; every link learns what it owns now; masters gone are dropped
+        // once their names have a new owner.
+        for master in new.masters where links[master.id] == nil {
+            let port = url.tls ? (master.tlsPort ?? master.port) : master.port
+            let link = UpstreamRedisLink(url: url, config: config, state: state, eventLoop: eventLoop, relayID: relayID,
+                                         cluster: .init(address: .tcp(host: master.host, port: port), nodeID: master.id,
+                                                        home: master.id == home, channelsSharded: sharded,
+                                                        namespace: Self.keyNamespace(config.namespace)))
+            link.onStateChange = { [unowned self] in onStateChange?() }
+            link.onSlotLost = { [unowned self] reason in
+                slotsLostPushes += 1
+                watcher.refresh(reason)
+            }
+            link.onRedirect = { [unowned self] publish in
+                redirectsFollowed += 1
+                redirected.append(publish)
+                watcher.refresh("a PUBLISH was answered -MOVED")
+            }
+            links[master.id] = link
+        }
+        for (id, link) in links {
+            let owned = new.ownedSlots(of: id)
+            link.ownershipChanged(slots: owned, home: id == home)
+        }
+        for (id, link) in links where !new.masters.contains(where: { $0.id == id }) {
+            links[id] = nil
+            link.stop()
+        }
+        for link in links.values where !link.isStarted { link.start() }
+        resendRedirected()
+        onStateChange?()
+    }
+
+    private func resendRedirected() {
+        guard !redirected.isEmpty else { return }
+        let again = redirected
+        redirected = []
+        for p in again {
+            guard let link = owner(of: p.channel) else {
+                redirected.append(p)
+                continue
+            }
+            link.resend(p)
+        }
+    }
+
+    // MARK: Routing
+
+    private var home: UpstreamRedisLink? {
+        topology?.master(forSlot: homeSlot).flatMap { links[$0.id] }
+    }
+
+    /// The link of the master owning `name`'s slot.
+    private func owner(of name: ByteBuffer) -> UpstreamRedisLink? {
+        let slot = name.withUnsafeReadableBytes { ClusterSlot.of($0) }
+        return topology?.master(forSlot: slot).flatMap { links[$0.id] }
+    }
+
+    /// Where a subscription of `kind` lives upstream.
+    private func upstream(_ kind: SubscriptionKind, _ name: ByteBuffer) -> UpstreamRedisLink? {
+        switch kind {
+        case .pattern: return home
+        case .channel: return sharded ? owner(of: name) : home
+        case .shard: return owner(of: name)
+        }
+    }
+
+    // MARK: Backplane (called by the executor)
+
+    var isForwarding: Bool { home?.isForwarding ?? false }
+
+    func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: ClientConnection) {
+        let home = self.home
+        let target = upstream(kind, name)
+        if let home, home !== target { home.subscriptionAdded(kind, name, first: first, by: client, upstream: false) }
+        target?.subscriptionAdded(kind, name, first: first, by: client, bookkeeping: target === home)
+    }
+
+    func holdConfirmations(_ kind: SubscriptionKind, _ names: [ByteBuffer], for client: ClientConnection) -> ReplySlot? {
+        var byLink: [ObjectIdentifier: (link: UpstreamRedisLink, pending: [ByteBuffer])] = [:]
+        for name in names {
+            guard let link = upstream(kind, name) else { continue }
+            byLink[ObjectIdentifier(link), default: (link, [])].pending.append(name)
+        }
+        var holds: [(UpstreamRedisLink, [ByteBuffer])] = []
+        for (_, entry) in byLink {
+            let pending = entry.link.pendingNames(kind, entry.pending)
+            if !pending.isEmpty { holds.append((entry.link, pending)) }
+        }
+        guard !holds.isEmpty else { return nil }
+        let slot = client.reserveReplySlot()
+        slot.expectFills(holds.count)
+        for (link, pending) in holds { link.hold(kind, names: names, pending: pending, for: client, slot: slot) }
+        return slot
+    }
+
+    func subscriptionRemoved(_ kind: SubscriptionKind, _ name: ByteBuffer, last: Bool) {
+        let home = self.home
+        let target = upstream(kind, name)
+        if let home, home !== target { home.subscriptionRemoved(kind, name, last: last, upstream: false) }
+        target?.subscriptionRemoved(kind, name, last: last, bookkeeping: target === home)
+    }
+
+    func publish(channel: ByteBuffer, payload: ByteBuffer, sharded appSharded: Bool, from client: ClientConnection) {
+        let kind: SubscriptionKind = appSharded ? .shard : .channel
+        guard let link = upstream(kind, channel), link.isForwarding else {
+            // That master is unreachable (a failover under way): as in degraded mode, the local
+            // subscribers get it.
+            let slot = client.reserveReplySlot()
+            var out = ByteBuffer()
+            out.writeRESPInteger(appSharded ? state.hub.publish(shardChannel: channel, payload: payload)
+                                            : state.hub.publish(channel: channel, payload: payload))
+            slot.fill(out)
+            client.upstreamReplied()
+            return
+        }
+        // Pattern subscribers are reached by a classic PUBLISH as well (sharded mode only).
+        let alsoClassic = !appSharded && sharded && (home?.fleetHoldsPattern(matching: channel) ?? true)
+        link.publish(channel: channel, payload: payload, appSharded: appSharded, sharded: appSharded || sharded, alsoClassic: alsoClassic, from: client,
+                     remote: { [unowned self] ch, shard, patterns in home?.remoteExtra(for: ch, sharded: shard, patterns: patterns) ?? 0 })
+    }
+
+    func answer(_ query: PubSubQuery, for client: ClientConnection) -> Bool {
+        home?.answer(query, for: client) ?? false
+    }
+
+    // MARK: For the Postgres bridge
+
+    /// Commands of other parts of the relay (the leader lease) go to the home master.
+    func request(_ args: [ByteBuffer], _ completion: @escaping (UpstreamReply?) -> Void) {
+        guard let home else { return completion(nil) }
+        home.request(args, completion)
+    }
+
+    /// Each notification as an app's PUBLISH travels on this cluster (sharded: an SPUBLISH on its
+    /// channel's master, and a classic PUBLISH too when a pattern of the fleet matches it); the
+    /// commands for one master go out in order on its publisher connection.
+    func publishNotifications(_ batch: [(channel: ByteBuffer, payload: ByteBuffer)], _ completion: @escaping (_ lost: Int) -> Void) {
+        var remaining = 0
+        var lost = 0
+        var done = false
+        func finished(_ ok: Bool) {
+            if !ok { lost += 1 }
+            remaining -= 1
+            if remaining == 0 && done { completion(lost) }
+        }
+        for (channel, payload) in batch {
+            let words: [ByteBuffer]
+            if sharded {
+                words = [ClusterBackplane.spublishWord]
+            } else {
+                words = [ClusterBackplane.publishWord]
+            }
+            guard let link = sharded ? owner(of: channel) : home else {
+                lost += 1
+                continue
+            }
+            remaining += 1
+            link.request(words + [channel, payload]) { reply in finished(reply != nil && !reply!.isError) }
+            if sharded, home?.fleetHoldsPattern(matching: channel) ?? true {
+                link.request([ClusterBackplane.publishWord, channel, payload]) { _ in }
+            }
+        }
+        done = true
+        if remaining == 0 { completion(lost) }
+    }
+
+    private static let publishWord = ByteBuffer(string: "PUBLISH")
+    private static let spublishWord = ByteBuffer(string: "SPUBLISH")
+
+    var isPublisherReady: Bool { home?.isPublisherReady ?? false }
+    var isReachable: Bool { home?.isReachable ?? false }
+
+    // MARK: Status
+
+    var status: RedisLinkStatus {
+        var status = home?.status ?? RedisLinkStatus.down(url: url.redacted, relayID: relayID)
+        status.url = url.redacted
+        status.topology = "cluster"
+        let all = links.values.map(\.status)
+        status.forwarding = !all.isEmpty && all.allSatisfy(\.forwarding)
+        status.counters = all.reduce(RedisLinkCounters.zero) { $0 + $1.counters }
+        status.counters.clusterRefreshes = watcher.answers
+        status.counters.clusterRedirects = redirectsFollowed
+        status.counters.clusterSlotMovesPushed = slotsLostPushes
+        status.pendingConfirmations = all.reduce(0) { $0 + $1.pendingConfirmations }
+        status.cluster = ClusterStatus(
+            nodes: topology?.nodes.count ?? 0, masters: topology?.masters.count ?? 0,
+            mastersConnected: links.values.filter(\.isForwarding).count, slotMapVersion: slotMapVersion,
+            complete: topology?.isComplete ?? false, control: watcher.controlNode?.description ?? "",
+            home: home?.nodeAddress ?? "", pubsub: sharded ? "sharded" : "classic",
+            links: links.sorted { $0.value.nodeAddress < $1.value.nodeAddress }.map { id, link in
+                let s = link.status
+                return ClusterStatus.Link(address: link.nodeAddress, id: String(id.prefix(8)), home: link === home, state: s.state,
+                                          subscriptions: link.upstreamNames, gaps: s.counters.gaps, gapSeconds: s.counters.gapSecondsTotal)
+            })
+        return status
+    }
+}
+
+@available(*, unavailable)
+extension ClusterBackplane: Sendable {}
+
+/// The cluster's part of INFO upstreams, `/health` and `/metrics`.
+struct ClusterStatus: Sendable {
+    var nodes = 0
+    var masters = 0
+    var mastersConnected = 0
+    var slotMapVersion = 0
+    var complete = false
+    var control = ""
+    var home = ""
+    var pubsub = "sharded"
+    /// One line per master link, by address.
+    var links: [Link] = []
+
+    struct Link: Sendable {
+        var address: String
+        var id: String
+        var home: Bool
+        var state: String
+        /// Names (channels, shard channels, patterns) this master carries for the relay.
+        var subscriptions: Int
+        var gaps: Int
+        var gapSeconds: Double
+    }
+}
+
+extension ClusterTopology {
+    /// For each slot, whether `masterID` serves it (all false for a node that is gone).
+    func ownedSlots(of masterID: String) -> [Bool] {
+        var owned = [Bool](repeating: false, count: ClusterSlot.count)
+        for range in slots(of: masterID) {
+            for slot in range { owned[slot] = true }
+        }
+        return owned
+    }
+}
