@@ -757,6 +757,8 @@ def report_windows(what: str, t: Traffic, recoveries: list[float], result: dict,
              statistics.median(t.round_times)))
     for k, r in enumerate(relays):
         print("relay %d: %r" % (k, cluster_info(r)))
+        if os.environ.get("CLUSTER_RELAY_LOGS"):
+            print(r.stderr()[-6000:])
 
 
 def assert_traffic_ok(t: Traffic, result: dict, recoveries: list[float], what: str):

@@ -42,7 +42,7 @@ final class PostgresBridge {
         self.eventLoop = eventLoop
         self.relayChannels = config.pgChannels.map { ByteBuffer(string: config.pgPrefix + $0) }
         if let backplane {
-            lease = LeaderLease(namespace: config.namespace, holder: backplane.relayID, ttlMilliseconds: config.leaderTTLMilliseconds)
+            lease = LeaderLease(namespace: backplane.keyNamespace, holder: backplane.relayID, ttlMilliseconds: config.leaderTTLMilliseconds)
         }
         // The listener's thread hands its events to this loop; the box is filled once self exists.
         let loop = eventLoop

@@ -6,6 +6,9 @@ import RelayCore
 /// server or Sentinel (`UpstreamRedisLink`), or a Redis Cluster (`ClusterBackplane`).
 protocol BackplaneService: AnyObject {
     var relayID: String { get }
+    /// The namespace of the fleet's keys (the Postgres lease among them): `RELAY_NAMESPACE`, as
+    /// one hash tag on a Redis Cluster so that they all live on the home master.
+    var keyNamespace: String { get }
     var isForwarding: Bool { get }
     /// Whether commands can be sent (PUBLISH, the lease), whatever the subscriber's state.
     var isPublisherReady: Bool { get }

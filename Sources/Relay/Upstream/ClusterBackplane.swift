@@ -42,6 +42,17 @@ final class ClusterBackplane: Backplane, BackplaneService {
     var onStateChange: (() -> Void)?
     var onTick: (() -> Void)?
 
+    /// A master whose link went down (a failover, a crash): its slots are unserved until the
+    /// map names masters for them whose links are up.
+    private struct Outage {
+        let node: String
+        let since: UInt64
+        let slots: [Bool]
+    }
+    private var outages: [String: Outage] = [:]
+    private(set) var gaps = 0
+    private(set) var gapSecondsTotal = 0.0
+
     // Counters (INFO upstreams, /metrics).
     private(set) var slotMapVersion = 0
     private(set) var redirectsFollowed = 0
@@ -70,6 +81,8 @@ final class ClusterBackplane: Backplane, BackplaneService {
     /// that every key (and every script touching several) lives in one slot.
     static func keyNamespace(_ namespace: String) -> String { "{\(namespace)}" }
 
+    var keyNamespace: String { Self.keyNamespace(config.namespace) }
+
     private var logger: Logger { state.logger }
 
     // MARK: Lifecycle
@@ -93,16 +106,50 @@ final class ClusterBackplane: Backplane, BackplaneService {
             // A master connection that is down may mean a failover: the map is asked for again
             // (the discovery spaces the asks) until every master is back.
             if topology != nil, links.values.contains(where: { !$0.isForwarding }) { watcher.refresh("a master connection is down") }
+            followOutages()
             onTick?()
             scheduleTick()
         }
     }
+
+    /// Opens an outage for each master link that stopped forwarding, and closes each whose slots
+    /// are all served again (by whichever masters now own them): the gap is logged and counted.
+    private func followOutages() {
+        guard let topology else { return }
+        let now = Self.now()
+        for (id, link) in links where link.hasBeenUp && !link.isForwarding && outages[id] == nil {
+            outages[id] = Outage(node: link.nodeAddress, since: link.degradedSince ?? now, slots: topology.ownedSlots(of: id))
+            logger.warning("redis cluster: master down; its slots' messages are not delivered across relays until they are served again",
+                           metadata: ["node": "\(link.nodeAddress)"])
+        }
+        for (id, outage) in outages {
+            var served = true
+            for slot in 0..<ClusterSlot.count where outage.slots[slot] {
+                guard let owner = topology.master(forSlot: slot), let link = links[owner.id], link.isForwarding else {
+                    served = false
+                    break
+                }
+            }
+            guard served else { continue }
+            outages[id] = nil
+            let seconds = Double(now - min(outage.since, now)) / 1e9
+            gaps += 1
+            gapSecondsTotal += seconds
+            logger.notice("redis cluster: the slots of a master that was down are served again; messages published meanwhile were not delivered across relays",
+                          metadata: ["node": "\(outage.node)", "gap_seconds": "\(SecondsText.format(seconds))"])
+        }
+    }
+
+    private static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     // MARK: The slot map
 
     private func apply(_ new: ClusterTopology, from endpoint: ClusterDiscovery.Endpoint) {
         guard !stopped else { return }
         if let old = topology, old == new {
+            // The same map: names Redis dropped meanwhile are subscribed again where they live.
+            let home = new.master(forSlot: homeSlot)?.id
+            for (id, link) in links { link.ownershipChanged(slots: new.ownedSlots(of: id), home: id == home) }
             resendRedirected()
             return
         }
@@ -182,7 +229,9 @@ final class ClusterBackplane: Backplane, BackplaneService {
 
     // MARK: Backplane (called by the executor)
 
-    var isForwarding: Bool { home?.isForwarding ?? false }
+    /// Whether PUBLISH goes upstream: decided per channel, by its master's link (`publish`), so
+    /// that one master failing over leaves the others' channels flowing.
+    var isForwarding: Bool { links.values.contains { $0.isForwarding } }
 
     func subscriptionAdded(_ kind: SubscriptionKind, _ name: ByteBuffer, first: Bool, by client: ClientConnection) {
         let home = self.home
@@ -296,6 +345,9 @@ final class ClusterBackplane: Backplane, BackplaneService {
         status.forwarding = !all.isEmpty && all.allSatisfy(\.forwarding)
         status.counters = all.reduce(RedisLinkCounters.zero) { $0 + $1.counters }
         status.counters.clusterRefreshes = watcher.answers
+        // The links' own gaps (a connection lost and restored) and the masters' outages.
+        status.counters.gaps += gaps
+        status.counters.gapSecondsTotal += gapSecondsTotal
         status.counters.clusterRedirects = redirectsFollowed
         status.counters.clusterSlotMovesPushed = slotsLostPushes
         status.pendingConfirmations = all.reduce(0) { $0 + $1.pendingConfirmations }

@@ -424,6 +424,12 @@ final class UpstreamRedisLink: Backplane, BackplaneService, RedisConnectionDeleg
 
     var nodeAddress: String { Self.show(cluster?.address ?? url.address) }
 
+    var keyNamespace: String { machine.settings.namespace }
+
+    /// Whether the link was ever forwarding, and since when it is not (uptime ns).
+    var hasBeenUp: Bool { machine.hasBeenUp }
+    var degradedSince: UInt64? { machine.degradedSince }
+
     /// Names this master carries upstream for the relay (channels, shard channels, patterns).
     var upstreamNames: Int { machine.upstreamNameCount }
 

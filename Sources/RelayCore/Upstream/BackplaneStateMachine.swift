@@ -248,7 +248,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public private(set) var movedSubscriptions = 0
     public private(set) var slotMovesPushed = 0
     private var loggedClassicCopyError = false
-    private var hasBeenUp = false
+    public private(set) var hasBeenUp = false
     /// Sentinel: whether `masterChanged` has named a master yet.
     private var masterKnown = false
     /// A random number in 0..<1 for the backoff's jitter (injected by tests).
@@ -1194,7 +1194,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             }
             return actions
         }
-        guard sub.phase == .syncing || sub.phase == .ready else { return actions }
+        guard sub.phase == .syncing || sub.phase == .ready, slots != old || !orphans.isEmpty else { return actions }
         let (_, _, shard) = carriedNames()
         for name in shard {
             let slot = name.withUnsafeReadableBytes { ClusterSlot.of($0) }
