@@ -211,9 +211,11 @@ final class ClientConnection: ChannelInboundHandler, RelayClient {
         }
     }
 
+    /// PUBLISH or SPUBLISH (an SSUBSCRIBE read in the same tick must be in force for either).
     private static func isPublish(_ name: ByteBuffer) -> Bool {
-        name.readableBytes == 7 && name.withUnsafeReadableBytes { b in
-            zip(b, "publish".utf8).allSatisfy { ($0 | 0x20) == $1 }
+        name.withUnsafeReadableBytes { b in
+            let word = b.count == 8 && (b[0] | 0x20) == UInt8(ascii: "s") ? UnsafeRawBufferPointer(rebasing: b.dropFirst()) : b
+            return word.count == 7 && zip(word, "publish".utf8).allSatisfy { ($0 | 0x20) == $1 }
         }
     }
 

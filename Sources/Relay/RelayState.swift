@@ -261,7 +261,8 @@ final class RelayState {
     }
 
     private func statsSection() -> [String] {
-        ["# Stats", "pubsub_channels:\(hub.registry.channelCount)", "pubsub_patterns:\(hub.registry.patternCount)"]
+        ["# Stats", "pubsub_channels:\(hub.registry.channelCount)", "pubsub_patterns:\(hub.registry.patternCount)",
+         "pubsubshard_channels:\(hub.registry.shardChannelCount)"]
             + RelayCounterTable.infoLines(.stats, counters)
     }
 

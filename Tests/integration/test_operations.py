@@ -724,6 +724,7 @@ def test_metrics_counters_move(metrics_relay, prom_parser):
     base_unknown = before.value(P + "commands_rejected_total", reason="unknown_command")
     base_chan = before.value(P + "subscriptions", kind="channel")
     base_pat = before.value(P + "subscriptions", kind="pattern")
+    base_shard = before.value(P + "subscriptions", kind="shard")
     assert base_clients == 0, "clients gauge %s with no client connected" % base_clients
 
     M, N = 4, 50
@@ -736,11 +737,13 @@ def test_metrics_counters_move(metrics_relay, prom_parser):
         pat.send(cmd("PSUBSCRIBE", "other.*", "zz*"))
         assert pat.read_frames(2)[1] == "ok"
         assert pat.call("SUBSCRIBE", "side") == [b"subscribe", b"side", 3]
+        assert pat.call("SSUBSCRIBE", "side") == [b"ssubscribe", b"side", 1]
 
         got = wait_value(prom_parser, addr, P + "clients", base_clients + M + 2)
         assert got == base_clients + M + 2, "clients gauge %s with %d clients connected" % (got, M + 2)
         assert wait_value(prom_parser, addr, P + "subscriptions", base_chan + M + 1, kind="channel") == base_chan + M + 1
         assert wait_value(prom_parser, addr, P + "subscriptions", base_pat + 2, kind="pattern") == base_pat + 2
+        assert wait_value(prom_parser, addr, P + "subscriptions", base_shard + 1, kind="shard") == base_shard + 1
 
         pub.send(b"".join(cmd("PUBLISH", "mch", b"m%03d" % i) for i in range(N)))
         frames, status = pub.read_frames(N, 10)
@@ -769,8 +772,8 @@ def test_metrics_counters_move(metrics_relay, prom_parser):
         assert 1 <= lat <= N * M, "delivery_latency_seconds_count rose by %d" % lat
         inf = after.value(P + "delivery_latency_seconds_bucket", le="+Inf")
         assert inf == after.value(P + "delivery_latency_seconds_count"), "+Inf bucket != _count"
-        # M SUBSCRIBE + PSUBSCRIBE + SUBSCRIBE side + N PUBLISH
-        assert after.value(P + "commands_total") - base["commands_total"] == N + M + 2
+        # M SUBSCRIBE + PSUBSCRIBE + SUBSCRIBE side + SSUBSCRIBE side + N PUBLISH
+        assert after.value(P + "commands_total") - base["commands_total"] == N + M + 3
         assert after.value(P + "connections_total") - base["connections_total"] == M + 2
         assert after.value(P + "dropped_total") == base["dropped_total"]
 
@@ -803,6 +806,7 @@ def test_metrics_counters_move(metrics_relay, prom_parser):
     assert wait_value(prom_parser, addr, P + "clients", base_clients) == base_clients, "clients gauge after all closed"
     assert wait_value(prom_parser, addr, P + "subscriptions", base_chan, kind="channel") == base_chan
     assert wait_value(prom_parser, addr, P + "subscriptions", base_pat, kind="pattern") == base_pat
+    assert wait_value(prom_parser, addr, P + "subscriptions", base_shard, kind="shard") == base_shard
 
 
 def test_metrics_disconnect_reasons(metrics_relay, prom_parser):
@@ -882,11 +886,12 @@ INFO_NOT_COUNTERS = {
     "connected_clients", "pubsub_clients", "client_output_buffer_limit_pubsub", "max_message_bytes",
     "redis_backplane", "redis_url", "redis_relay_id", "redis_state", "redis_subscriber_link",
     "redis_publisher_link", "redis_degraded", "redis_degraded_since", "redis_degraded_seconds",
-    "redis_last_error", "redis_upstream_channels", "redis_upstream_patterns", "redis_pending_confirmations",
+    "redis_last_error", "redis_upstream_channels", "redis_upstream_patterns", "redis_upstream_shard_channels",
+    "redis_pending_confirmations",
     "redis_topology", "redis_master", "redis_sentinel", "redis_fleet_receivers", "redis_fleet_relays_known",
     "postgres_bridge", "postgres_mode", "postgres_listening", "postgres_leader", "postgres_channels",
     "postgres_last_error",
-    "pubsub_channels", "pubsub_patterns",
+    "pubsub_channels", "pubsub_patterns", "pubsubshard_channels",
 }
 
 

@@ -11,12 +11,7 @@ public enum PubSubFrames {
     @inlinable
     public static func message<C: Collection, P: Collection>(channel: C, payload: P, _ version: RESPVersion) -> ByteBuffer
     where C.Element == UInt8, P.Element == UInt8 {
-        var frame = ByteBufferAllocator().buffer(capacity: 32 + channel.count + payload.count)
-        frame.writeRESPPushHeader(3, version)
-        frame.writeStaticString("$7\r\nmessage\r\n")
-        frame.writeRESPBulk(bytes: channel)
-        frame.writeRESPBulk(bytes: payload)
-        return frame
+        push("$7\r\nmessage\r\n", channel: channel, payload: payload, version)
     }
 
     /// `smessage shardchannel payload` (`*3` in RESP2, `>3` in RESP3): an SPUBLISH's delivery.
@@ -27,9 +22,16 @@ public enum PubSubFrames {
     @inlinable
     public static func smessage<C: Collection, P: Collection>(channel: C, payload: P, _ version: RESPVersion) -> ByteBuffer
     where C.Element == UInt8, P.Element == UInt8 {
+        push("$8\r\nsmessage\r\n", channel: channel, payload: payload, version)
+    }
+
+    /// `kind channel payload`, `kind` given as its encoded bulk.
+    @inlinable
+    static func push<C: Collection, P: Collection>(_ kind: StaticString, channel: C, payload: P, _ version: RESPVersion) -> ByteBuffer
+    where C.Element == UInt8, P.Element == UInt8 {
         var frame = ByteBufferAllocator().buffer(capacity: 32 + channel.count + payload.count)
         frame.writeRESPPushHeader(3, version)
-        frame.writeStaticString("$8\r\nsmessage\r\n")
+        frame.writeStaticString(kind)
         frame.writeRESPBulk(bytes: channel)
         frame.writeRESPBulk(bytes: payload)
         return frame

@@ -77,12 +77,7 @@ public final class PubSubHub<Subscriber: MessageSink> {
     /// classic channel, no pattern; returns their number (Redis's SPUBLISH reply in local mode).
     @discardableResult
     public func publish(shardChannel channel: ByteBuffer, payload: ByteBuffer) -> Int {
-        guard let entry = registry.entry(forShardChannel: channel) else { return 0 }
-        isFanningOut = true
-        defer { endFanOut() }
-        let n = Self.fanOut(entry.subscribers) { PubSubFrames.smessage(channel: channel, payload: payload, $0) }
-        stats.counts.deliveries += n
-        return n
+        deliver(to: registry.entry(forShardChannel: channel)) { PubSubFrames.smessage(channel: channel, payload: payload, $0) }
     }
 
     /// An `smessage` from the backplane (not the fleet channel's): to the local subscribers of
@@ -91,12 +86,9 @@ public final class PubSubHub<Subscriber: MessageSink> {
     @discardableResult
     public func deliverUpstream(shardChannel channel: ByteBuffer, payload: UnsafeRawBufferPointer, counted: Bool = false) -> Int {
         if !counted { stats.counts.messagesFromRedis += 1 }
-        guard let entry = registry.entry(forShardChannel: channel) else { return 0 }
-        isFanningOut = true
-        defer { endFanOut() }
-        let n = Self.fanOut(entry.subscribers) { PubSubFrames.smessage(channel: channel.readableBytesView, payload: payload, $0) }
-        stats.counts.deliveries += n
-        return n
+        return deliver(to: registry.entry(forShardChannel: channel)) {
+            PubSubFrames.smessage(channel: channel.readableBytesView, payload: payload, $0)
+        }
     }
 
     /// A `message` Redis delivered on the backplane's subscriber link: to the local subscribers
@@ -105,12 +97,9 @@ public final class PubSubHub<Subscriber: MessageSink> {
     @discardableResult
     public func deliverUpstream(channel: ByteBuffer, payload: UnsafeRawBufferPointer) -> Int {
         stats.counts.messagesFromRedis += 1
-        guard let entry = registry.entry(forChannel: channel) else { return 0 }
-        isFanningOut = true
-        defer { endFanOut() }
-        let n = Self.fanOut(entry.subscribers) { PubSubFrames.message(channel: channel.readableBytesView, payload: payload, $0) }
-        stats.counts.deliveries += n
-        return n
+        return deliver(to: registry.entry(forChannel: channel)) {
+            PubSubFrames.message(channel: channel.readableBytesView, payload: payload, $0)
+        }
     }
 
     /// A `pmessage` from the backplane: to the local subscribers of that pattern.
@@ -118,11 +107,16 @@ public final class PubSubHub<Subscriber: MessageSink> {
     public func deliverUpstream(pattern: ByteBuffer, channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) -> Int {
         stats.counts.messagesFromRedis += 1
         guard let entry = registry.patterns[pattern] else { return 0 }
+        return deliver(to: entry) { PubSubFrames.pmessage(pattern: entry.name, channel: channel, payload: payload, $0) }
+    }
+
+    /// One name's subscribers get one frame (encoded once per protocol version), counted.
+    @inline(__always)
+    private func deliver(to entry: SubscriptionRegistry<Subscriber>.Entry?, encode: (RESPVersion) -> ByteBuffer) -> Int {
+        guard let entry else { return 0 }
         isFanningOut = true
         defer { endFanOut() }
-        let n = Self.fanOut(entry.subscribers) {
-            PubSubFrames.pmessage(pattern: entry.name, channel: channel, payload: payload, $0)
-        }
+        let n = Self.fanOut(entry.subscribers, encode: encode)
         stats.counts.deliveries += n
         return n
     }
