@@ -19,6 +19,9 @@ public final class RelayMetrics: Sendable {
     private let leader: Prometheus.Gauge
     private let listeningUnix: Prometheus.Gauge
     private let listeningTCP: Prometheus.Gauge
+    private let clusterMasters: Prometheus.Gauge
+    private let clusterMastersConnected: Prometheus.Gauge
+    private let clusterSlotMapVersion: Prometheus.Gauge
     /// One per `RelayCounterTable.all` row, in its order; all made at start, so every series is
     /// exported (at 0) before its first event.
     private let counters: [(definition: CounterDefinition, counter: Prometheus.Counter)]
@@ -41,6 +44,11 @@ public final class RelayMetrics: Sendable {
         let listeningHelp = "1 while the listener accepts connections (the TCP one: 0 when RELAY_TCP_ADDR is off)."
         listeningUnix = registry.makeGauge(name: p + "listening", labels: [("listener", "unix")], help: listeningHelp)
         listeningTCP = registry.makeGauge(name: p + "listening", labels: [("listener", "tcp")], help: listeningHelp)
+        clusterMasters = registry.makeGauge(name: p + "redis_cluster_masters", help: "Redis Cluster masters serving slots in the slot map (0 without a cluster).")
+        clusterMastersConnected = registry.makeGauge(name: p + "redis_cluster_masters_connected",
+                                                     help: "Redis Cluster masters whose two connections are up and resubscribed.")
+        clusterSlotMapVersion = registry.makeGauge(name: p + "redis_cluster_slot_map_version",
+                                                   help: "Slot maps that differed from the one before (1 after discovery).")
         counters = RelayCounterTable.all.map { d in
             (d, registry.makeCounter(name: d.metric, labels: d.labels.map { ($0.name, $0.value) }, help: d.help))
         }
@@ -64,6 +72,9 @@ public final class RelayMetrics: Sendable {
         leader.set(Double(s.postgres?.leader == true ? 1 : 0))
         listeningUnix.set(Double(s.isServing ? 1 : 0))
         listeningTCP.set(Double(s.isServing && s.tcp != nil ? 1 : 0))
+        clusterMasters.set(Double(s.redis?.cluster?.masters ?? 0))
+        clusterMastersConnected.set(Double(s.redis?.cluster?.mastersConnected ?? 0))
+        clusterSlotMapVersion.set(Double(s.redis?.cluster?.slotMapVersion ?? 0))
         exported.withLockedValue { seen in
             for (i, row) in counters.enumerated() {
                 guard let value = row.definition.read(s.counters) else { continue }

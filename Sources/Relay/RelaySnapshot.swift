@@ -49,7 +49,11 @@ struct RelaySnapshot: Sendable {
         return "{\"state\":\"\(r.state)\",\"subscriber\":\"\(r.subscriber)\",\"publisher\":\"\(r.publisher)\","
             + "\"degraded_seconds\":\(r.degradedSeconds.map { UpstreamRedisLink.format($0) } ?? "0"),"
             + "\"reconnects\":\(r.counters.reconnects),\"last_error\":\(RelayLogHandler.jsonString(r.lastError)),"
-            + "\"topology\":\"\(r.topology)\",\"master\":\(RelayLogHandler.jsonString(r.master)),\"master_switches\":\(r.counters.masterSwitches)}"
+            + "\"topology\":\"\(r.topology)\",\"master\":\(RelayLogHandler.jsonString(r.master)),\"master_switches\":\(r.counters.masterSwitches)"
+            + (r.cluster.map { c in
+                ",\"cluster\":{\"pubsub\":\"\(c.pubsub)\",\"nodes\":\(c.nodes),\"masters\":\(c.masters),\"masters_connected\":\(c.mastersConnected),"
+                    + "\"slots_complete\":\(c.complete),\"slot_map_version\":\(c.slotMapVersion),\"home\":\(RelayLogHandler.jsonString(c.home))}"
+            } ?? "") + "}"
     }
 }
 
