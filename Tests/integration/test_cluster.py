@@ -560,6 +560,31 @@ def test_channels_on_every_master_cross_relays_and_count_as_on_one_redis(redis_c
             s.close()
 
 
+@pytest.mark.parametrize("mode", ["sharded", "classic"])
+def test_fleet_wide_pubsub_questions_on_a_cluster(redis_cluster, cluster_relays, mode):
+    """PUBSUB CHANNELS, NUMSUB, NUMPAT and SHARDNUMSUB asked on relay B answer for the whole fleet
+    (README, "Redis Cluster"): the channels and patterns held on relays A and C, over every
+    master, counted per app subscriber."""
+    cluster = redis_cluster
+    a, b, c = cluster_relays(cluster, mode=mode)
+    spread = cluster.channels_on_each_master(2, prefix="q%s" % mode)
+    channels = sorted(ch for names in spread.values() for ch in names)
+    subs = [sub(a.socket, "SUBSCRIBE", *channels), sub(a.socket, "SUBSCRIBE", channels[0]),
+            sub(c.socket, "SUBSCRIBE", *channels), sub(c.socket, "PSUBSCRIBE", b"q%s:*" % mode.encode(), b"other.*"),
+            sub(c.socket, "SSUBSCRIBE", channels[1])]
+    try:
+        with Conn(b.socket, timeout=5) as q:
+            listed = q.call("PUBSUB", "CHANNELS", b"q%s:*" % mode.encode())
+            assert sorted(listed) == channels, listed
+            numsub = q.call("PUBSUB", "NUMSUB", *channels)
+            assert numsub == [x for ch in channels for x in (ch, 3 if ch == channels[0] else 2)], numsub
+            assert q.call("PUBSUB", "NUMPAT") == 2
+            assert q.call("PUBSUB", "SHARDNUMSUB", channels[1], channels[2]) == [channels[1], 1, channels[2], 0]
+    finally:
+        for s_ in subs:
+            s_.close()
+
+
 def test_patterns_get_one_pmessage_per_matching_pattern_and_plain_channels_stay_sharded(redis_cluster, cluster_relays):
     """PSUBSCRIBE news.* and n?ws.x on one client of relay C, SUBSCRIBE news.x on relay B;
     PUBLISH news.x on relay A: two pmessages (one per pattern) and one message, PUBLISH answers 3.

@@ -68,7 +68,7 @@ final class ClusterBackplane: Backplane, BackplaneService {
         self.homeSlot = ClusterSlot.of(Array(ClusterBackplane.keyNamespace(config.namespace).utf8))
         let seeds = url.cluster!.seeds.map { ClusterDiscovery.Endpoint(host: $0.host, port: $0.port) }
         let discovery = ClusterDiscovery(
-            seeds: seeds, username: url.username, password: url.password, tls: url.tls,
+            seeds: seeds, username: url.username, password: url.password, clientName: "pubsub-relay:\(relayID):control", tls: url.tls,
             timeoutMilliseconds: config.redisTimeoutMilliseconds,
             backoff: ReconnectBackoff(capMilliseconds: config.redisBackoffMaxMilliseconds), jitter: { Double.random(in: 0..<1) })
         self.watcher = ClusterWatcher(

@@ -135,6 +135,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         /// `echo`: the publishing client receives the message itself (RESP3). `sharded`: an SPUBLISH.
         /// `resend`: on a cluster, what a `-MOVED` answer needs to send it again.
         case publish(Waiter, localExtra: Int, channel: ByteBuffer?, sharded: Bool, echo: Bool, resend: Resend?)
+        /// `PUBSUB CHANNELS` from the fleet's counts (`FleetCounts.channelsScript`), filtered here.
+        case channelList(Waiter, pattern: [UInt8]?)
         /// The classic PUBLISH after a cluster SPUBLISH, for the fleet's pattern subscribers: its
         /// count is not Redis's to give (README, "Redis Cluster"), an error is logged once.
         case classicCopy
@@ -503,6 +505,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             actions.append(.complete(callback, nil))
         case .echoBarrier(let w, let reply):
             actions.append(.fill(w, reply))
+        case .channelList(let w, let pattern):
+            actions.append(.fillWithLocalAnswer(w, .channels(pattern: pattern.map { ByteBuffer(bytes: $0) })))
         case .handshake, .handshakeDone, .role, .ping, .bookkeeping, .subscriptions, .fleetSubscription, .classicCopy:
             break
         }
@@ -693,6 +697,21 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             }
         case .callback(let callback):
             actions.append(.complete(callback, reply))
+        case .channelList(let w, let pattern):
+            guard case .array(let names) = reply else {
+                actions.append(.log(.warning, "redis: fleet-wide PUBSUB query failed; answering from this relay's own subscribers",
+                                    [("error", reply.text)]))
+                actions.append(.fillWithLocalAnswer(w, .channels(pattern: pattern.map { ByteBuffer(bytes: $0) })))
+                break
+            }
+            var out = ByteBuffer()
+            let kept = names.filter { name in
+                guard let pattern, case .bulk(let b) = name else { return true }
+                return b.withUnsafeReadableBytes { GlobMatcher.matches(pattern: pattern, string: $0) }
+            }
+            out.writeRESPArrayHeader(kept.count)
+            for name in kept { name.write(asRESP: .resp2, into: &out) }
+            actions.append(.fill(w, out))
         case .classicCopy:
             if reply.isError, !loggedClassicCopyError {
                 loggedClassicCopyError = true
@@ -1107,11 +1126,18 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         let w = waiter()
         switch query {
         case .numsub(let channels), .shardnumsub(let channels):
-            let commands = fleet.numsubCommands(channels, sharded: query.isSharded)
+            // On a cluster the home master sees the direct subscribers of its own slots only, and
+            // in sharded mode every relay's SSUBSCRIBEs as well: the relays' counts are the answer.
+            let countsDirect = !scope.isCluster || (!query.isSharded && !scope.channelsSharded)
+            let commands = fleet.numsubCommands(channels, sharded: query.isSharded, countsDirect: countsDirect)
             let id = nextNumsubID
             nextNumsubID += 1
             numsubs[id] = NumsubGather(waiter: w, query: query, remaining: commands.count)
             for command in commands { send(.publisher, command, .numsubPart(id), now, &actions) }
+        case .channels(let pattern) where scope.channelsSharded:
+            // Redis holds the fleet's channels as shard channels, spread over the masters: the
+            // fleet's own counts list them.
+            send(.publisher, fleet.channelsCommand(), .channelList(w, pattern: pattern.map { Array($0.readableBytesView) }), now, &actions)
         case .channels(let pattern):
             send(.publisher, [Self.arg("PUBSUB"), Self.arg("CHANNELS")] + (pattern.map { [$0] } ?? []), .query(w, query), now, &actions)
         case .shardchannels(let pattern):

@@ -46,7 +46,7 @@ public struct ClusterDiscovery {
     }
 
     enum Pending: Equatable {
-        case auth, shards, slots
+        case auth, name, shards, slots
     }
 
     enum Phase: Equatable {
@@ -62,6 +62,8 @@ public struct ClusterDiscovery {
     public let seeds: [Endpoint]
     private let username: String?
     private let password: String?
+    /// `CLIENT SETNAME` of the control connection (`pubsub-relay:<relay id>:control`), if any.
+    private let clientName: String?
     /// `rediss-cluster://`: the nodes' `tls-port` is the one to connect to.
     private let tls: Bool
     private let timeoutNanoseconds: UInt64
@@ -87,13 +89,14 @@ public struct ClusterDiscovery {
     public private(set) var answers = 0
     public private(set) var requestedRefreshes = 0
 
-    public init(seeds: [Endpoint], username: String?, password: String?, tls: Bool, timeoutMilliseconds: Int,
+    public init(seeds: [Endpoint], username: String?, password: String?, clientName: String? = nil, tls: Bool, timeoutMilliseconds: Int,
                 refreshIntervalMilliseconds: Int = 2000, minimumSpacingMilliseconds: Int = 100,
                 backoff: ReconnectBackoff, jitter: @escaping () -> Double) {
         precondition(!seeds.isEmpty, "a cluster URL lists at least one seed node")
         self.seeds = seeds
         self.username = username
         self.password = password
+        self.clientName = clientName
         self.tls = tls
         self.timeoutNanoseconds = UInt64(timeoutMilliseconds) * 1_000_000
         self.refreshIntervalNanoseconds = UInt64(refreshIntervalMilliseconds) * 1_000_000
@@ -128,6 +131,10 @@ public struct ClusterDiscovery {
             if let password {
                 actions.append(.send([ByteBuffer(string: "AUTH")] + (username.map { [ByteBuffer(string: $0)] } ?? []) + [ByteBuffer(string: password)]))
                 pending.append(.auth)
+            }
+            if let clientName {
+                actions.append(.send([ByteBuffer(string: "CLIENT"), ByteBuffer(string: "SETNAME"), ByteBuffer(string: clientName)]))
+                pending.append(.name)
             }
             if wanted == nil { wanted = "connected" }
             ask(now: now, &actions)
@@ -200,6 +207,8 @@ public struct ClusterDiscovery {
         case .auth:
             if reply.isError { return failed(endpoint, "the node refused AUTH: \(reply.text)", now: now) }
             return []
+        case .name:
+            return []  // a name refused (an ACL without CLIENT SETNAME) changes nothing
         case .shards, .slots:
             phase = .open(endpoint, asking: false)
             deadline = nil

@@ -44,6 +44,28 @@ public struct FleetCounts {
     /// Before a shard channel's name in the hash: 0xFF (never in UTF-8 text), then `s:`.
     public static let shardFieldPrefix: [UInt8] = [0xFF, UInt8(ascii: "s"), UInt8(ascii: ":")]
 
+    /// `PUBSUB CHANNELS` for a fleet whose channels Redis does not hold as classic
+    /// subscriptions (a Redis Cluster in sharded mode): every channel some live relay's apps hold,
+    /// once; the pattern is applied by the caller (Lua has no Redis glob).
+    public func channelsCommand() -> [ByteBuffer] {
+        [Self.arg("EVAL"), Self.arg(Self.channelsScript), Self.arg("0"), Self.arg(namespace)]
+    }
+
+    public static let channelsScript = """
+        local ns = ARGV[1]
+        local seen = {}
+        local out = {}
+        for _, id in ipairs(redis.call('SMEMBERS', ns .. ':relays')) do
+          for _, field in ipairs(redis.call('HKEYS', ns .. ':numsub:' .. id)) do
+            if string.byte(field, 1) ~= 255 and not seen[field] then
+              seen[field] = true
+              out[#out + 1] = field
+            end
+          end
+        end
+        return out
+        """
+
     public init(namespace: String, relayID: String, ttlMilliseconds: Int) {
         self.namespace = namespace
         self.relayID = relayID
@@ -137,9 +159,11 @@ public struct FleetCounts {
 
     /// `PUBSUB NUMSUB ch…` (`sharded`: `SHARDNUMSUB`) for the whole fleet: EVALs of at most
     /// `channelsPerNumsubScript` channels each, whose answers, concatenated, are the reply.
-    public func numsubCommands(_ channels: [ByteBuffer], sharded: Bool = false) -> [[ByteBuffer]] {
+    /// `countsDirect: false`: no direct subscribers counted — on a Redis Cluster, where the
+    /// node asked sees only its own (README, "Redis Cluster").
+    public func numsubCommands(_ channels: [ByteBuffer], sharded: Bool = false, countsDirect: Bool = true) -> [[ByteBuffer]] {
         let head = [Self.arg("EVAL"), Self.arg(Self.numsubScript), Self.arg("0"), Self.arg(namespace),
-                    Self.arg(sharded ? "SHARDNUMSUB" : "NUMSUB"), sharded ? ByteBuffer(bytes: Self.shardFieldPrefix) : ByteBuffer()]
+                    Self.arg(countsDirect ? (sharded ? "SHARDNUMSUB" : "NUMSUB") : ""), sharded ? ByteBuffer(bytes: Self.shardFieldPrefix) : ByteBuffer()]
         return stride(from: 0, to: channels.count, by: Self.channelsPerNumsubScript).map { start in
             head + channels[start..<min(start + Self.channelsPerNumsubScript, channels.count)]
         }
@@ -164,7 +188,8 @@ public struct FleetCounts {
         local out = {}
         for i = 4, #ARGV do
           local channel = ARGV[i]
-          local direct = redis.call('PUBSUB', subcommand, channel)[2]
+          local direct = 0
+          if subcommand ~= '' then direct = redis.call('PUBSUB', subcommand, channel)[2] end
           local apps = 0
           for _, key in ipairs(live) do
             local n = tonumber(redis.call('HGET', key, prefix .. channel) or '0')
