@@ -56,7 +56,6 @@ final class ClusterBackplane: Backplane, BackplaneService {
     // Counters (INFO upstreams, /metrics).
     private(set) var slotMapVersion = 0
     private(set) var redirectsFollowed = 0
-    private(set) var slotsLostPushes = 0
 
     init(url: RedisURL, config: RelayConfig, state: RelayState, eventLoop: EventLoop) {
         self.url = url
@@ -169,10 +168,7 @@ final class ClusterBackplane: Backplane, BackplaneService {
                                                         home: master.id == home, channelsSharded: sharded,
                                                         namespace: Self.keyNamespace(config.namespace)))
             link.onStateChange = { [unowned self] in onStateChange?() }
-            link.onSlotLost = { [unowned self] reason in
-                slotsLostPushes += 1
-                watcher.refresh(reason)
-            }
+            link.onSlotLost = { [unowned self] reason in watcher.refresh(reason) }
             link.onRedirect = { [unowned self] publish in
                 redirectsFollowed += 1
                 redirected.append(publish)
@@ -349,7 +345,6 @@ final class ClusterBackplane: Backplane, BackplaneService {
         status.counters.gaps += gaps
         status.counters.gapSecondsTotal += gapSecondsTotal
         status.counters.clusterRedirects = redirectsFollowed
-        status.counters.clusterSlotMovesPushed = slotsLostPushes
         status.pendingConfirmations = all.reduce(0) { $0 + $1.pendingConfirmations }
         status.cluster = ClusterStatus(
             nodes: topology?.nodes.count ?? 0, masters: topology?.masters.count ?? 0,

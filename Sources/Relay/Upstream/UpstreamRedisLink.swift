@@ -492,6 +492,7 @@ final class UpstreamRedisLink: Backplane, BackplaneService, RedisConnectionDeleg
                 unconfirmedPublishes: machine.unconfirmedPublishes, refusedSubscriptions: machine.refusedSubscriptions,
                 replyLimitDisconnects: machine.replyLimitDisconnects, masterSwitches: machine.masterSwitches,
                 heldPublishes: machine.heldPublishCount, malformedFleetMessages: machine.malformedFleetMessages,
+                clusterRefreshes: 0, clusterRedirects: 0, clusterSlotMovesPushed: machine.slotMovesPushed,
                 clusterResubscriptions: machine.movedSubscriptions),
             topology: sentinelWatcher == nil ? "standalone" : "sentinel", master: masterAddress.map(Self.show) ?? "",
             sentinel: sentinelWatcher?.subscribedSentinel?.description ?? "",

@@ -35,8 +35,8 @@ public struct RedisLinkCounters: Sendable, Equatable {
 
     public init(reconnects: Int, gaps: Int, gapSecondsTotal: Double, unconfirmedPublishes: Int,
                 refusedSubscriptions: Int, replyLimitDisconnects: Int, masterSwitches: Int,
-                heldPublishes: Int, malformedFleetMessages: Int, clusterRefreshes: Int = 0, clusterRedirects: Int = 0,
-                clusterSlotMovesPushed: Int = 0, clusterResubscriptions: Int = 0) {
+                heldPublishes: Int, malformedFleetMessages: Int, clusterRefreshes: Int, clusterRedirects: Int,
+                clusterSlotMovesPushed: Int, clusterResubscriptions: Int) {
         self.clusterRefreshes = clusterRefreshes
         self.clusterRedirects = clusterRedirects
         self.clusterSlotMovesPushed = clusterSlotMovesPushed
@@ -53,7 +53,8 @@ public struct RedisLinkCounters: Sendable, Equatable {
     }
 
     public static let zero = RedisLinkCounters(reconnects: 0, gaps: 0, gapSecondsTotal: 0, unconfirmedPublishes: 0, refusedSubscriptions: 0,
-                                               replyLimitDisconnects: 0, masterSwitches: 0, heldPublishes: 0, malformedFleetMessages: 0)
+                                               replyLimitDisconnects: 0, masterSwitches: 0, heldPublishes: 0, malformedFleetMessages: 0,
+                                               clusterRefreshes: 0, clusterRedirects: 0, clusterSlotMovesPushed: 0, clusterResubscriptions: 0)
 
     /// The sum over several links (a Redis Cluster's masters).
     public static func + (a: Self, b: Self) -> Self {

@@ -46,6 +46,8 @@ private final class ShardHarness {
             case .connectAfter(let id, _): last.append("connect \(id.role.rawValue) later")
             case .close(let id): last.append("close \(id.role.rawValue)")
             case .complete, .stateChanged, .notMaster: break
+            case .slotLost(let reason): last.append("slot lost: \(reason)")
+            case .redirected(let w, let channel, _, _, _, _): last.append("redirected \(w) \(String(buffer: channel))")
             }
         }
         return last
