@@ -36,8 +36,8 @@ final class ClusterBackplane: Backplane, BackplaneService {
     /// channel, patterns and Postgres lease.
     let homeSlot: Int
     private var stopped = false
-    /// PUBLISHes answered `-MOVED`, waiting for the next map to be sent again.
-    private var redirected: [UpstreamRedisLink.Redirected] = []
+    /// PUBLISHes answered `-MOVED`, waiting for the next map to be sent again (since when).
+    private var redirected: [(publish: UpstreamRedisLink.Redirected, since: UInt64)] = []
     /// Told after any change of the connections' state (the Postgres bridge follows it).
     var onStateChange: (() -> Void)?
     var onTick: (() -> Void)?
@@ -52,6 +52,8 @@ final class ClusterBackplane: Backplane, BackplaneService {
     private var outages: [String: Outage] = [:]
     private(set) var gaps = 0
     private(set) var gapSecondsTotal = 0.0
+    /// The counters of links dropped with their master (counters never go back).
+    private var retired = RedisLinkCounters.zero
 
     // Counters (INFO upstreams, /metrics).
     private(set) var slotMapVersion = 0
@@ -106,6 +108,8 @@ final class ClusterBackplane: Backplane, BackplaneService {
             // (the discovery spaces the asks) until every master is back.
             if topology != nil, links.values.contains(where: { !$0.isForwarding }) { watcher.refresh("a master connection is down") }
             followOutages()
+            resendRedirected()
+            expireRedirected()
             onTick?()
             scheduleTick()
         }
@@ -131,6 +135,8 @@ final class ClusterBackplane: Backplane, BackplaneService {
             }
             guard served else { continue }
             outages[id] = nil
+            // A link that came back by itself counted its own gap (its machine's).
+            if let link = links[id], link.isForwarding { continue }
             let seconds = Double(now - min(outage.since, now)) / 1e9
             gaps += 1
             gapSecondsTotal += seconds
@@ -171,7 +177,7 @@ final class ClusterBackplane: Backplane, BackplaneService {
             link.onSlotLost = { [unowned self] reason in watcher.refresh(reason) }
             link.onRedirect = { [unowned self] publish in
                 redirectsFollowed += 1
-                redirected.append(publish)
+                redirected.append((publish, Self.now()))
                 watcher.refresh("a PUBLISH was answered -MOVED")
             }
             links[master.id] = link
@@ -182,7 +188,8 @@ final class ClusterBackplane: Backplane, BackplaneService {
         }
         for (id, link) in links where !new.masters.contains(where: { $0.id == id }) {
             links[id] = nil
-            link.stop()
+            retired = retired + link.status.counters
+            link.retire("the master \(link.nodeAddress) serves no slot any more (failed over, or removed)")
         }
         for link in links.values where !link.isStarted { link.start() }
         resendRedirected()
@@ -193,12 +200,29 @@ final class ClusterBackplane: Backplane, BackplaneService {
         guard !redirected.isEmpty else { return }
         let again = redirected
         redirected = []
-        for p in again {
-            guard let link = owner(of: p.channel) else {
-                redirected.append(p)
+        for (p, since) in again {
+            guard let link = owner(of: p.channel), link.isForwarding else {
+                redirected.append((p, since))
                 continue
             }
             link.resend(p)
+        }
+    }
+
+    /// A redirected PUBLISH whose slot has had no reachable master for `RELAY_REDIS_TIMEOUT`
+    /// is delivered to this relay's subscribers only, as in degraded mode.
+    private func expireRedirected() {
+        guard !redirected.isEmpty else { return }
+        let deadline = UInt64(config.redisTimeoutMilliseconds) * 1_000_000
+        let now = Self.now()
+        redirected.removeAll { p, since in
+            guard now - min(since, now) >= deadline else { return false }
+            var out = ByteBuffer()
+            out.writeRESPInteger(p.sharded && !sharded ? state.hub.publish(shardChannel: p.channel, payload: p.payload)
+                                                       : state.hub.publish(channel: p.channel, payload: p.payload))
+            p.waiter.slot.fill(out)
+            p.waiter.client.upstreamReplied()
+            return true
         }
     }
 
@@ -339,7 +363,7 @@ final class ClusterBackplane: Backplane, BackplaneService {
         status.topology = "cluster"
         let all = links.values.map(\.status)
         status.forwarding = !all.isEmpty && all.allSatisfy(\.forwarding)
-        status.counters = all.reduce(RedisLinkCounters.zero) { $0 + $1.counters }
+        status.counters = all.reduce(retired) { $0 + $1.counters }
         status.counters.clusterRefreshes = watcher.answers
         // The links' own gaps (a connection lost and restored) and the masters' outages.
         status.counters.gaps += gaps

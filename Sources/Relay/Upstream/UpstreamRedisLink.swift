@@ -101,6 +101,12 @@ final class UpstreamRedisLink: Backplane, BackplaneService, RedisConnectionDeleg
         run(machine.stop())
     }
 
+    /// Redis Cluster: the master left the map; what waits on its connections goes elsewhere.
+    func retire(_ reason: String) {
+        stopped = true
+        run(machine.retire(reason: reason, now: Self.now()))
+    }
+
     // MARK: Running actions
 
     private func run(_ actions: [Machine.Action]) {

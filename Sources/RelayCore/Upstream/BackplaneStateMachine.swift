@@ -250,6 +250,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public private(set) var movedSubscriptions = 0
     public private(set) var slotMovesPushed = 0
     private var loggedClassicCopyError = false
+    /// Set by `retire`: what waits on the connections goes to the slots' new owners.
+    private var retiring = false
     public private(set) var hasBeenUp = false
     /// Sentinel: whether `masterChanged` has named a master yet.
     private var masterKnown = false
@@ -332,6 +334,23 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         var actions: [Action] = [.log(.info, "redis backplane: connecting", [("url", settings.shownURL), ("relay_id", settings.relayID)])]
         for role in Role.allCases { connect(role, &actions) }
         return actions
+    }
+
+    /// Redis Cluster: this master left the slot map (failed over, or removed). Both connections
+    /// close; PUBLISHes waiting on them are handed back (`.redirected`) for the new owners, the
+    /// clients waiting for a confirmation get it, and the machine does nothing more.
+    public mutating func retire(reason: String, now: UInt64) -> [Action] {
+        var actions: [Action] = []
+        retiring = true
+        for role in Role.allCases { linkFailed(role, reason, now, &actions, atOnce: true) }
+        for held in heldPublishes {
+            actions.append(.redirected(held.waiter, channel: held.channel, payload: held.payload, sharded: held.sharded,
+                                       alsoClassic: held.alsoClassic, echo: held.echo))
+        }
+        heldPublishes = []
+        heldPerClient = [:]
+        stopped = true
+        return actions.filter { if case .connectAfter = $0 { return false } else { return true } }
     }
 
     /// Shutdown: removes this relay's fleet counts (its apps stop counting at once) and closes.
@@ -490,6 +509,10 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
 
     private mutating func resolveLocally(_ entry: Expected, _ actions: inout [Action]) {
         switch entry {
+        case .publish(let w, _, _, let sharded, let echo, let resend?) where retiring:
+            // The master is gone from the map: its new owner gets the PUBLISH.
+            actions.append(.redirected(w, channel: resend.channel, payload: resend.payload, sharded: sharded,
+                                       alsoClassic: resend.alsoClassic, echo: echo))
         case .publish(let w, _, _, _, _, _):
             unconfirmedPublishes += 1
             var reply = ByteBuffer()
