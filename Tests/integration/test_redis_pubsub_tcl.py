@@ -1,5 +1,5 @@
-"""Redis's own pub/sub tests (tests/unit/pubsub.tcl of Redis 7.0.15, Debian's `redis` source
-package) run by Redis's own `./runtest` as an external server against:
+"""Redis's own pub/sub tests (tests/unit/pubsub.tcl and tests/unit/pubsubshard.tcl of Redis 7.0.15,
+Debian's `redis` source package) run by Redis's own `./runtest` as an external server against:
 
 * [redis-server]  a real redis-server: the reference, every test of the file must pass;
 * [relay-local]   the relay with no backplane;
@@ -9,7 +9,9 @@ The source tree comes from `scripts/redis-tests-src` (run by `scripts/install-de
 it is missing the test is skipped and says how to fetch it. Against the relay the tests that need
 commands the relay does not carry (OUT_OF_SCOPE, with the reason for each) are skipped by name with
 runtest's `--skiptest`; every other test must pass, and the number that ran is checked, so a test
-that silently does not run fails this one.
+that silently does not run fails this one. unit/pubsubshard.tcl is tagged `external:skip` as a
+whole in 7.0.15: its wrappers disregard that tag (redis_tcl/external_pubsubshard.tcl), and the two
+tests that need a second server replicating the first are skipped by name on every target.
 
 runtest speaks TCP: the relay listens on a port of its own (RELAY_TCP_ADDR), the reference
 redis-server on its Unix socket behind a TcpBridge (see there for why not socat).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 import selectors
 import shutil
 import signal
@@ -70,21 +73,77 @@ OUT_OF_SCOPE = {
     "Keyspace notifications: test CONFIG GET/SET of event flags": "CONFIG SET / CONFIG GET only (the relay does not carry CONFIG)",
     "Keyspace notifications: new key test": _KEYSPACE % "SET",
 }
-ALL_TESTS = set(IN_SCOPE) | set(OUT_OF_SCOPE)
 
-# Loaded by runtest in place of unit/pubsub against the relay: runtest's external-server set-up
-# minus its FLUSHALL / FUNCTION FLUSH (see the file), then Redis's unit/pubsub.tcl unchanged.
-RELAY_WRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "redis_tcl", "relay_pubsub.tcl")
+# Every test of unit/pubsubshard.tcl in Redis 7.0.15, in file order ("SPUBLISH/SSUBSCRIBE with two
+# clients" is there twice, with different bodies: both run).
+SHARD_IN_SCOPE = (
+    "SPUBLISH/SSUBSCRIBE basics",
+    "SPUBLISH/SSUBSCRIBE with two clients",
+    "SPUBLISH/SSUBSCRIBE after UNSUBSCRIBE without arguments",
+    "SSUBSCRIBE to one channel more than once",
+    "SUNSUBSCRIBE from non-subscribed channels",
+    "PUBSUB command basics",
+    "SPUBLISH/SSUBSCRIBE with two clients",
+    "SPUBLISH/SSUBSCRIBE with PUBLISH/SUBSCRIBE",
+)
+SHARD_OUT_OF_SCOPE = {
+    "PubSubShard with CLIENT REPLY OFF": "CLIENT REPLY OFF (the relay does not carry CLIENT REPLY)",
+}
+# Skipped on every target, the reference included.
+_REPLICATION = ("a second server replicating the first (REPLICAOF, wait_for_sync): runtest's external-server "
+                "mode has one server, which the file's nested start_server blocks would both name")
+SHARD_NEEDS_TWO_SERVERS = {
+    "setup replication for following tests": _REPLICATION,
+    "publish message to master and receive on replica": _REPLICATION,
+}
+
+REDIS_TCL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "redis_tcl")
+
+
+class Suite:
+    """One file of Redis's tests: every test in it (`tests`, in file order, repeats kept), the
+    ones skipped on every target and those skipped against the relay (name -> reason), and what
+    runtest's `--single` loads for the reference and for the relay (a wrapper in redis_tcl/, or
+    Redis's own file)."""
+
+    def __init__(self, name: str, in_scope, relay_only_skips: dict, everywhere_skips: dict,
+                 reference_wrapper: str | None, relay_wrapper: str):
+        self.name = name
+        self.relay_only_skips = relay_only_skips
+        self.everywhere_skips = everywhere_skips
+        self.tests = Counter(in_scope) + Counter(list(relay_only_skips)) + Counter(list(everywhere_skips))
+        self.reference_wrapper = reference_wrapper
+        self.relay_wrapper = relay_wrapper
+
+    def single(self, tree: str, target: str) -> str:
+        wrapper = self.reference_wrapper if target == "redis-server" else self.relay_wrapper
+        if wrapper is None:
+            return self.name
+        return os.path.relpath(os.path.join(REDIS_TCL, wrapper[:-len(".tcl")]), os.path.join(tree, "tests"))
+
+    def skips(self, target: str) -> dict:
+        return dict(self.everywhere_skips, **({} if target == "redis-server" else self.relay_only_skips))
+
+
+# unit/pubsub: Redis's file as it is for the reference; against the relay runtest's external-server
+# set-up minus its FLUSHALL / FUNCTION FLUSH (redis_tcl/relay_external_server.tcl), then the file.
+PUBSUB = Suite("unit/pubsub", IN_SCOPE, OUT_OF_SCOPE, {}, None, "relay_pubsub.tcl")
+# unit/pubsubshard: the file's external:skip tag disregarded on every target
+# (redis_tcl/external_pubsubshard.tcl), and for the relay the same set-up as above.
+PUBSUBSHARD = Suite("unit/pubsubshard", SHARD_IN_SCOPE, SHARD_OUT_OF_SCOPE, SHARD_NEEDS_TWO_SERVERS,
+                    "pubsubshard.tcl", "relay_pubsubshard.tcl")
 
 
 # ---- the Redis source tree ------------------------------------------------------------------
 
 def redis_tests_tree() -> str | None:
-    """The unpacked Debian `redis` source (holding runtest and tests/unit/pubsub.tcl), or None."""
+    """The unpacked Debian `redis` source (holding runtest, tests/unit/pubsub.tcl and
+    tests/unit/pubsubshard.tcl), or None."""
     r = subprocess.run([str(PACKAGE_ROOT / "scripts" / "redis-tests-src"), "--path"],
                        capture_output=True, text=True, timeout=30)
     path = r.stdout.strip()
-    if r.returncode == 0 and path and os.path.isfile(os.path.join(path, "tests", "unit", "pubsub.tcl")):
+    if r.returncode == 0 and path and all(os.path.isfile(os.path.join(path, "tests", "unit", f))
+                                          for f in ("pubsub.tcl", "pubsubshard.tcl")):
         return path
     return None
 
@@ -279,8 +338,22 @@ def runtest_command(port: int, single: str, skips: list[str]) -> str:
         port, single, "".join(" --skiptest '%s'" % s for s in skips))
 
 
-@pytest.mark.parametrize("mode", ["redis-server", "relay-local", "relay-fleet"])
+TARGETS = ["redis-server", "relay-local", "relay-fleet"]
+
+
+@pytest.mark.parametrize("mode", TARGETS)
 def test_redis_pubsub_tcl(mode, redis_tree, redis_server_binary, relay_binary):
+    run_suite(PUBSUB, mode, redis_tree, redis_server_binary, relay_binary)
+
+
+@pytest.mark.parametrize("mode", TARGETS)
+def test_redis_pubsubshard_tcl(mode, redis_tree, redis_server_binary, relay_binary):
+    run_suite(PUBSUBSHARD, mode, redis_tree, redis_server_binary, relay_binary)
+
+
+def run_suite(suite: Suite, mode: str, redis_tree: str, redis_server_binary: str, relay_binary: str):
+    """runtest of `suite` against `mode`: every test not skipped passes, every skipped one was
+    skipped by name, and no other test ran (counted with repeats)."""
     stops: list = []
     workdir = short_tmpdir("rit-tcl-")
     try:
@@ -291,8 +364,6 @@ def test_redis_pubsub_tcl(mode, redis_tree, redis_server_binary, relay_binary):
             bridge = TcpBridge(server.socket)
             stops.append(bridge.stop)
             port, how = bridge.port, "bridge"
-            single, skips = "unit/pubsub", []
-            expected_ok = set(ALL_TESTS)
         else:
             env = {}
             if mode == "relay-fleet":
@@ -302,29 +373,33 @@ def test_redis_pubsub_tcl(mode, redis_tree, redis_server_binary, relay_binary):
             relay, port, how = relay_tcp_endpoint(relay_binary, env, stops)
             if mode == "relay-fleet":
                 wait_redis_state(relay, "up", 10.0)
-            single = os.path.relpath(RELAY_WRAPPER[:-len(".tcl")], os.path.join(redis_tree, "tests"))
-            skips = list(OUT_OF_SCOPE)
-            expected_ok = set(IN_SCOPE)
+        single = suite.single(redis_tree, mode)
+        skips = list(suite.skips(mode))
+        expected_skip = Counter({name: n for name, n in suite.tests.items() if name in skips})
+        expected_ok = suite.tests - expected_skip
 
         rc, output, seconds = run_runtest(redis_tree, port, single, skips, workdir)
         res = parse_runtest(output)
         tail = "\n".join(ANSI.sub("", output).splitlines()[-60:])
         where = "%s via %s on 127.0.0.1:%d, %.1fs\ncommand (in %s): %s" % (
             mode, how, port, seconds, redis_tree, runtest_command(port, single, skips))
-
         failed = sorted(set(res["err"]) | set(res["failed_summary"]))
+        print("\n%s on %s: %d passed, %d failed, %d skipped, %d ignored by tag, in %.1f s" % (
+            suite.name, mode, len(res["ok"]), len(failed), len(res["skip"]), len(res["ignore"]), seconds))
+
         assert not res["exception"] and not failed, (
-            "%d of unit/pubsub.tcl's tests failed%s:\n  %s\n%s\n---- runtest output (tail) ----\n%s" % (
-                len(failed), " (and runtest raised an exception)" if res["exception"] else "",
+            "%d of %s.tcl's tests failed%s:\n  %s\n%s\n---- runtest output (tail) ----\n%s" % (
+                len(failed), suite.name, " (and runtest raised an exception)" if res["exception"] else "",
                 "\n  ".join(failed + res["exception"]), where, tail))
-        seen = set(res["ok"]) | set(res["skip"]) | set(res["ignore"])
-        assert seen == ALL_TESTS, (
-            "unit/pubsub.tcl's tests are not the expected ones: new %r, missing %r\n%s\n%s" % (
-                sorted(seen - ALL_TESTS), sorted(ALL_TESTS - seen), where, tail))
-        assert set(res["ok"]) == expected_ok and len(res["ok"]) == len(expected_ok), (
+        seen = Counter(res["ok"]) + Counter(res["skip"]) + Counter(res["ignore"])
+        assert seen == suite.tests, (
+            "%s.tcl's tests are not the expected ones: new %r, missing %r\n%s\n%s" % (
+                suite.name, sorted((seen - suite.tests).elements()), sorted((suite.tests - seen).elements()), where, tail))
+        assert Counter(res["ok"]) == expected_ok, (
             "expected %d tests to pass, %d did; not run: %r; ignored by tag: %r\n%s\n%s" % (
-                len(expected_ok), len(res["ok"]), sorted(expected_ok - set(res["ok"])), res["ignore"], where, tail))
-        assert set(res["skip"]) == ALL_TESTS - expected_ok, (res["skip"], where)
+                sum(expected_ok.values()), len(res["ok"]), sorted((expected_ok - Counter(res["ok"])).elements()),
+                res["ignore"], where, tail))
+        assert Counter(res["skip"]) == expected_skip, (res["skip"], where)
         assert rc == 0 and res["passed_all"], "runtest exited %s without its success summary\n%s\n%s" % (rc, where, tail)
     finally:
         for stop in reversed(stops):

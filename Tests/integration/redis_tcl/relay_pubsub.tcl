@@ -1,19 +1,9 @@
 # Run by Redis's runtest (`--single`, a path relative to its tests/ directory) in place of
 # unit/pubsub when the server under test is the relay; test_redis_pubsub_tcl.py passes it.
-#
-# In external-server mode runtest's run_external_server_test sends FLUSHALL and FUNCTION FLUSH
-# before the tests of each start_server block, outside any catch: against the relay, which holds
-# no keys and no functions and carries neither command, the "unknown command" reply would abort the
-# whole file before its first test. These two calls, and nothing else, are taken out of runtest's
-# own procedure (found in its body at run time, so no Redis code is copied here); then Redis's
-# unit/pubsub.tcl is sourced unchanged. Any other command the tests send reaches the relay.
+# runtest's external-server set-up minus FLUSHALL / FUNCTION FLUSH (relay_external_server.tcl),
+# then Redis's unit/pubsub.tcl, unchanged.
 
-set body [info body run_external_server_test]
-set n [regsub {\n[ \t]*r flushall\n[ \t]*r function flush\n} $body "\n" body]
-if {$n != 1} {
-    error "relay_pubsub.tcl: 'r flushall' / 'r function flush' not found in run_external_server_test (a different runtest?)"
-}
-proc run_external_server_test {code overrides} $body
+source [file join [file dirname [info script]] relay_external_server.tcl]
 
 set ::curfile tests/unit/pubsub.tcl
 source tests/unit/pubsub.tcl
