@@ -1,3 +1,4 @@
+import DequeModule
 import Logging
 import NIOCore
 import RelayCore
@@ -110,6 +111,7 @@ final class ClusterBackplane: Backplane, BackplaneService {
             followOutages()
             resendRedirected()
             expireRedirected()
+            sendWaitingNotifications()
             onTick?()
             scheduleTick()
         }
@@ -193,6 +195,7 @@ final class ClusterBackplane: Backplane, BackplaneService {
         }
         for link in links.values where !link.isStarted { link.start() }
         resendRedirected()
+        sendWaitingNotifications()
         onStateChange?()
     }
 
@@ -329,24 +332,53 @@ final class ClusterBackplane: Backplane, BackplaneService {
             if remaining == 0 && done { completion(lost) }
         }
         for (channel, payload) in batch {
-            let words: [ByteBuffer]
-            if sharded {
-                words = [ClusterBackplane.spublishWord]
-            } else {
-                words = [ClusterBackplane.publishWord]
-            }
-            guard let link = sharded ? owner(of: channel) : home else {
-                lost += 1
-                continue
-            }
             remaining += 1
-            link.request(words + [channel, payload]) { reply in finished(reply != nil && !reply!.isError) }
-            if sharded, home?.fleetHoldsPattern(matching: channel) ?? true {
-                link.request([ClusterBackplane.publishWord, channel, payload]) { _ in }
-            }
+            sendNotification(channel, payload, since: Self.now(), finished)
         }
         done = true
         if remaining == 0 { completion(lost) }
+    }
+
+    /// One notification; a `-MOVED` (a reshard of its slot) or `-CLUSTERDOWN` answer sends it
+    /// again once the map names the owner, as an app's PUBLISH is (within `RELAY_REDIS_TIMEOUT`).
+    /// Those waiting go first, in order: a later notification never overtakes an earlier one.
+    private func sendNotification(_ channel: ByteBuffer, _ payload: ByteBuffer, since: UInt64, _ finished: @escaping (Bool) -> Void) {
+        guard waitingNotifications.isEmpty, let link = sharded ? owner(of: channel) : home, link.isPublisherReady else {
+            waitingNotifications.append((channel, payload, since, finished))
+            return
+        }
+        link.request([sharded ? Self.spublishWord : Self.publishWord, channel, payload]) { [weak self] reply in
+            if let reply, ClusterRedirect.asksToRetry(reply), let self {
+                redirectsFollowed += 1
+                watcher.refresh("a notification's PUBLISH was answered \(String(reply.text.prefix(40)))")
+                waitingNotifications.append((channel, payload, since, finished))
+            } else {
+                finished(reply != nil && !reply!.isError)
+            }
+        }
+        if sharded, home?.fleetHoldsPattern(matching: channel) ?? true {
+            link.request([Self.publishWord, channel, payload]) { _ in }
+        }
+    }
+
+    private var waitingNotifications: Deque<(channel: ByteBuffer, payload: ByteBuffer, since: UInt64, finished: (Bool) -> Void)> = []
+
+    /// Every tick and map: the notifications that wait go out while their masters are reachable;
+    /// one that waited `RELAY_REDIS_TIMEOUT` is lost (counted by the bridge).
+    private func sendWaitingNotifications() {
+        let timeout = UInt64(config.redisTimeoutMilliseconds) * 1_000_000
+        let now = Self.now()
+        while let next = waitingNotifications.first {
+            if let link = sharded ? owner(of: next.channel) : home, link.isPublisherReady {
+                waitingNotifications.removeFirst()
+                sendNotification(next.channel, next.payload, since: next.since, next.finished)
+            } else if now - min(next.since, now) >= timeout {
+                waitingNotifications.removeFirst()
+                next.finished(false)
+            } else {
+                return
+            }
+        }
     }
 
     private static let publishWord = ByteBuffer(string: "PUBLISH")

@@ -664,7 +664,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
                 handshakeDone(id.role, now, &actions)
             }
         case .publish(let w, let localExtra, let channel, let sharded, let echo, let resend):
-            if let resend, reply.isError, Self.isClusterRedirect(reply) {
+            if let resend, ClusterRedirect.asksToRetry(reply) {
                 // The slot moved (or the cluster is failing over): sent again once the map is in.
                 actions.append(.redirected(w, channel: resend.channel, payload: resend.payload, sharded: sharded,
                                            alsoClassic: resend.alsoClassic, echo: echo))
@@ -884,7 +884,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             linkFailed(.subscriber, "subscriber connection out of step: \(error)", now, &actions)
             return
         }
-        if scope.isCluster, Self.isClusterRedirect(reply) {
+        if scope.isCluster, ClusterRedirect.asksToRetry(reply) {
             // Not a refusal: the slot is elsewhere now. The waiting clients are confirmed (the
             // new owner subscribes the names once the next map is in; the gap is counted there).
             for entry in refused {
@@ -1284,13 +1284,6 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public var upstreamNameCount: Int {
         let (channels, patterns, shard) = carriedNames()
         return channels.count + patterns.count + shard.count
-    }
-
-    /// A cluster error that means "ask the map again and retry": the slot is elsewhere, or the
-    /// cluster is between masters.
-    static func isClusterRedirect(_ reply: UpstreamReply) -> Bool {
-        let text = reply.text
-        return text.hasPrefix("MOVED ") || text.hasPrefix("ASK ") || text.hasPrefix("TRYAGAIN") || text.hasPrefix("CLUSTERDOWN")
     }
 
     // MARK: Sending

@@ -50,3 +50,13 @@ public struct ClusterRedirect: Sendable, Equatable {
         return ClusterRedirect(kind: kind, slot: slot, host: resolved, port: port)
     }
 }
+
+extension ClusterRedirect {
+    /// A cluster error that means "ask for the slot map again and retry": the slot is elsewhere
+    /// (`-MOVED`, `-ASK`), or the cluster is between masters (`-TRYAGAIN`, `-CLUSTERDOWN`).
+    public static func asksToRetry(_ reply: UpstreamReply) -> Bool {
+        guard case .error = reply else { return false }
+        let text = reply.text
+        return text.hasPrefix("MOVED ") || text.hasPrefix("ASK ") || text.hasPrefix("TRYAGAIN") || text.hasPrefix("CLUSTERDOWN")
+    }
+}
