@@ -58,6 +58,9 @@ private final class Harness {
             case .notMaster(let reason): last.append("not master: \(reason)")
             case .publishLocally(let w, let channel, let payload, let sharded):
                 last.append("local \(sharded ? "spublish" : "publish") \(w) \(String(buffer: channel)) \(String(buffer: payload))")
+            case .slotLost(let reason): last.append("slot lost: \(reason)")
+            case .redirected(let w, let channel, let payload, _, _, _):
+                last.append("redirected \(w) \(String(buffer: channel)) \(String(buffer: payload))")
             }
         }
         all += last
