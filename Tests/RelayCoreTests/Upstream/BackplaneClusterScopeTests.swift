@@ -463,6 +463,18 @@ private func names(_ line: String) -> [String] { line.split(separator: " ").drop
         #expect(one.error(.publisher, "MOVED 1234 10.0.0.2:7001") == ["reply p1 MOVED 1234 10.0.0.2:7001"])
     }
 
+    /// PUBLISH names no key: a cluster node runs it whatever the slot map, so the classic copy
+    /// behind a redirected SPUBLISH reached the fleet's pattern subscribers already.
+    @Test func aRedirectedSpublishIsSentAgainWithoutItsClassicCopy() {
+        let h = ClusterHarness(home: false, slots: serving("x"))
+        h.up()
+        for (i, error) in ["MOVED 1234 10.0.0.2:7001", "CLUSTERDOWN The cluster is down"].enumerated() {
+            #expect(h.publish("x", "m\(i)", waiter: "p\(i)", alsoClassic: true) == ["pub: SPUBLISH x m\(i)", "pub: PUBLISH x m\(i)"])
+            #expect(h.error(.publisher, error) == ["redirected p\(i) x m\(i) sharded=true classic=false echo=false"], "\(error)")
+            #expect(h.reply(.publisher, .integer(1)) == [], "the classic copy ran")
+        }
+    }
+
     @Test func aMovedSsubscribeConfirmsTheWaitingClientAndAsksForTheMap() {
         let h = ClusterHarness(home: false, slots: serving("x"))
         h.up()
