@@ -66,13 +66,14 @@ import Testing
     @Test func everyUpstreamCounterFieldIsRendered() {
         let redis = RedisLinkCounters(reconnects: 101, gaps: 102, gapSecondsTotal: 103, unconfirmedPublishes: 104,
                                       refusedSubscriptions: 105, replyLimitDisconnects: 106, masterSwitches: 107,
-                                      heldPublishes: 108, malformedFleetMessages: 109)
+                                      heldPublishes: 108, malformedFleetMessages: 109, clusterRefreshes: 110,
+                                      clusterRedirects: 111, clusterSlotMovesPushed: 112, clusterResubscriptions: 113)
         let pg = PostgresBridgeCounters(received: 201, published: 202, deliveredLocally: 203, lostUpstream: 204,
                                         droppedAsStandby: 205, leaseChanges: 206, reconnects: 207, gaps: 208, gapSecondsTotal: 209)
         let c = RelayCounters(stats: RelayStats.Counts(), redis: redis, postgres: pg)
         let values = (RelayCounterTable.infoLines(.redis, c) + RelayCounterTable.infoLines(.postgres, c))
             .map { String($0.split(separator: ":")[1]) }
-        let expected = (101...109).map(String.init) + (201...209).map(String.init)
+        let expected = (101...113).map(String.init) + (201...209).map(String.init)
         #expect(values.map { $0.hasSuffix(".000") ? String($0.dropLast(4)) : $0 }.sorted() == expected.sorted())
     }
 
