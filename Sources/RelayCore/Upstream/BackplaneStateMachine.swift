@@ -110,7 +110,8 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         /// `-MOVED` to a subscription); the map is to be asked for again.
         case slotLost(String)
         /// Redis Cluster: a PUBLISH answered `-MOVED`/`-ASK`/`-TRYAGAIN`/`-CLUSTERDOWN`, to be
-        /// sent again (its reply slot kept) once the slot map names the owner.
+        /// sent again (its reply slot kept) once the slot map names the owner. `alsoClassic`:
+        /// the re-send needs a classic copy too (not when one already went with the SPUBLISH).
         case redirected(Waiter, channel: ByteBuffer, payload: ByteBuffer, sharded: Bool, alsoClassic: Bool, echo: Bool)
     }
 
@@ -666,8 +667,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         case .publish(let w, let localExtra, let channel, let sharded, let echo, let resend):
             if let resend, ClusterRedirect.asksToRetry(reply) {
                 // The slot moved (or the cluster is failing over): sent again once the map is in.
+                // Without its classic copy: that one follows on this connection and a PUBLISH
+                // names no key, so any node runs it whatever the map (no -MOVED, no -CLUSTERDOWN)
+                // and the pattern subscribers have the message; sent again it would reach them twice.
                 actions.append(.redirected(w, channel: resend.channel, payload: resend.payload, sharded: sharded,
-                                           alsoClassic: resend.alsoClassic, echo: echo))
+                                           alsoClassic: false, echo: echo))
             } else if case .integer(let n) = reply {
                 // The other relays' receivers as known now, when Redis has run the PUBLISH: a
                 // change a relay told before it (and before its client's confirmation) is in.

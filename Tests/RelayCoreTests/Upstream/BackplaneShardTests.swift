@@ -45,6 +45,9 @@ private final class ShardHarness {
             case .connect(let id): last.append("connect \(id.role.rawValue)")
             case .connectAfter(let id, _): last.append("connect \(id.role.rawValue) later")
             case .close(let id): last.append("close \(id.role.rawValue)")
+            case .slotLost(let reason): last.append("slot lost: \(reason)")
+            case .redirected(let w, let channel, let payload, _, _, _):
+                last.append("redirected \(w) \(String(buffer: channel)) \(String(buffer: payload))")
             case .complete, .stateChanged, .notMaster: break
             case .slotLost(let reason): last.append("slot lost: \(reason)")
             case .redirected(let w, let channel, _, _, _, _): last.append("redirected \(w) \(String(buffer: channel))")
