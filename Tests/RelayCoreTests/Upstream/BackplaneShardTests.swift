@@ -49,8 +49,6 @@ private final class ShardHarness {
             case .redirected(let w, let channel, let payload, _, _, _):
                 last.append("redirected \(w) \(String(buffer: channel)) \(String(buffer: payload))")
             case .complete, .stateChanged, .notMaster: break
-            case .slotLost(let reason): last.append("slot lost: \(reason)")
-            case .redirected(let w, let channel, _, _, _, _): last.append("redirected \(w) \(String(buffer: channel))")
             }
         }
         return last
