@@ -215,7 +215,7 @@ final class ClusterBench {
 // MARK: - Progress lines and the cluster table
 
 func clusterProgress(_ scenario: String, _ name: String, _ o: SpreadOutcome) {
-    var line = "  \(pad(scenario, 13)) \(pad(name, 9)) "
+    var line = "  \(pad(scenario, 13)) \(pad(name, 14)) "
     switch o {
     case .done(let r):
         line += "\(grouped(r.receivedDeliveries)) of \(grouped(r.expectedDeliveries)) delivered in \(fixed(r.seconds, 2)) s "
@@ -228,6 +228,10 @@ func clusterProgress(_ scenario: String, _ name: String, _ o: SpreadOutcome) {
     case .failed(let why): line += "FAILED: \(why)"
     }
     out(line)
+    if case .done(let r) = o, let other = r.otherCPUSeconds, r.seconds > 0, other / r.seconds > 0.15 {
+        out("WARNING: other processes used \(percent(other / r.seconds)) of a core during \(scenario) (\(name)); "
+            + "CPU seconds hold up better than rates under contention, but rerun on a quiet machine.")
+    }
 }
 
 /// Rows and RESULT lines of one cluster_cpu pair (classic first column, sharded second, ratio
