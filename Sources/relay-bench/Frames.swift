@@ -18,8 +18,9 @@ enum Wire {
     static func bulk(_ b: [UInt8]) -> [UInt8] { Array("$\(b.count)\r\n".utf8) + b + [13, 10] }
 
     /// Push frame header (everything before the payload bytes) for a channel subscription.
-    static func messageHeader(channel: String, payloadLength: Int) -> [UInt8] {
-        Array("*3\r\n".utf8) + bulk(Array("message".utf8)) + bulk(Array(channel.utf8))
+    /// `kind` is "smessage" for a shard-channel subscription (SSUBSCRIBE) on Redis itself.
+    static func messageHeader(channel: String, payloadLength: Int, kind: String = "message") -> [UInt8] {
+        Array("*3\r\n".utf8) + bulk(Array(kind.utf8)) + bulk(Array(channel.utf8))
             + Array("$\(payloadLength)\r\n".utf8)
     }
 
@@ -34,9 +35,11 @@ enum Wire {
         Array("*3\r\n".utf8) + bulk(Array(kind.utf8)) + bulk(Array(name.utf8)) + Array(":1\r\n".utf8)
     }
 
-    /// `PUBLISH channel <payload>` command bytes; returns the bytes and the payload offset.
-    static func publishCommand(channel: String, payloadLength: Int) -> (bytes: [UInt8], payloadOffset: Int) {
-        let head = Array("*3\r\n".utf8) + bulk(Array("PUBLISH".utf8)) + bulk(Array(channel.utf8))
+    /// `PUBLISH channel <payload>` command bytes (or `SPUBLISH`, as `command`); returns the
+    /// bytes and the payload offset.
+    static func publishCommand(channel: String, payloadLength: Int, command: String = "PUBLISH")
+        -> (bytes: [UInt8], payloadOffset: Int) {
+        let head = Array("*3\r\n".utf8) + bulk(Array(command.utf8)) + bulk(Array(channel.utf8))
             + Array("$\(payloadLength)\r\n".utf8)
         let payload = [UInt8](repeating: UInt8(ascii: "x"), count: payloadLength)
         return (head + payload + [13, 10], head.count)

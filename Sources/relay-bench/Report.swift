@@ -69,6 +69,8 @@ struct ResultLine {
     var redis: Double?
     var relay: Double?
     var withRatio: Bool
+    /// What the two values are (the cluster scenarios compare other pairs than redis/relay).
+    var labels = (first: "redis", second: "relay")
 
     var text: String {
         func f(_ v: Double?) -> String {
@@ -77,7 +79,7 @@ struct ResultLine {
             if (v == v.rounded() || abs(v) >= 1000) && abs(v) < 1e15 { return String(Int(v.rounded())) }
             return fixed(v, 3)
         }
-        var s = "RESULT \(name) redis=\(f(redis)) relay=\(f(relay))"
+        var s = "RESULT \(name) \(labels.first)=\(f(redis)) \(labels.second)=\(f(relay))"
         if withRatio {
             if let a = redis, let b = relay, a > 0 { s += " ratio=\(fixed(b / a, 3))" } else { s += " ratio=NA" }
         }
@@ -88,13 +90,20 @@ struct ResultLine {
 final class Report {
     var rows: [Row] = []
     var results: [ResultLine] = []
+    /// Headers of the two value columns and of the ratio (second / first).
+    var columns = (first: "redis", second: "relay", ratio: "relay/redis")
+
+    init() {}
+
+    init(columns: (first: String, second: String, ratio: String)) { self.columns = columns }
 
     func row(_ scenario: String, _ metric: String, _ redis: String, _ relay: String, ratio: String = "") {
         rows.append(Row(scenario: scenario, metric: metric, redis: redis, relay: relay, ratio: ratio))
     }
 
     func result(_ name: String, _ redis: Double?, _ relay: Double?, ratio: Bool = true) {
-        results.append(ResultLine(name: name, redis: redis, relay: relay, withRatio: ratio))
+        results.append(ResultLine(name: name, redis: redis, relay: relay, withRatio: ratio,
+                                  labels: (columns.first, columns.second)))
     }
 
     static func ratio(_ a: Double?, _ b: Double?) -> String {
@@ -107,9 +116,9 @@ final class Report {
         let w1 = max(22, rows.map(\.metric.count).max() ?? 0)
         let w2 = max(14, rows.map(\.redis.count).max() ?? 0)
         let w3 = max(14, rows.map(\.relay.count).max() ?? 0)
-        let w4 = 11
-        let header = pad("scenario", w0) + "  " + pad("metric", w1) + "  " + pad("redis", w2, right: true)
-            + "  " + pad("relay", w3, right: true) + "  " + pad("relay/redis", w4, right: true)
+        let w4 = max(11, columns.ratio.count)
+        let header = pad("scenario", w0) + "  " + pad("metric", w1) + "  " + pad(columns.first, w2, right: true)
+            + "  " + pad(columns.second, w3, right: true) + "  " + pad(columns.ratio, w4, right: true)
         out(header)
         out(String(repeating: "-", count: header.count))
         var last = ""

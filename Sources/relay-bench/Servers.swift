@@ -103,8 +103,10 @@ final class Server {
         return s
     }
 
+    /// `topology`: the `redis_topology` the relay must report besides `redis_state:up` before
+    /// it counts as joined (e.g. "cluster"); nil accepts any.
     static func launchRelay(in ws: Workspace, binary: String, name: String = "relay", redisURL: String? = nil,
-                            extraEnv: [String] = []) throws -> Server {
+                            extraEnv: [String] = [], topology: String? = nil) throws -> Server {
         guard access(binary, X_OK) == 0 else {
             throw BenchError("relay binary not found or not executable: \(binary) "
                 + "(build it with `swift build -c release`, or pass --relay PATH / --relay-socket PATH)")
@@ -124,7 +126,7 @@ final class Server {
         let s = Server(name: name, socketPath: sock, pid: pid, launched: true, logPath: log)
         do { try s.waitReady(timeout: 30) } catch { s.stop(); throw error }
         if redisURL != nil {
-            do { try s.waitBackplaneUp(timeout: 10) } catch { s.stop(); throw error }
+            do { try s.waitBackplaneUp(timeout: topology == nil ? 10 : 20, topology: topology) } catch { s.stop(); throw error }
         }
         return s
     }
@@ -164,12 +166,31 @@ final class Server {
             + "(\(lastError))\(logTail())")
     }
 
-    /// Waits (bounded) until a relay with a backplane reports `redis_state:up`.
-    private func waitBackplaneUp(timeout: Double) throws {
+    /// Waits (bounded) until a relay with a backplane reports `redis_state:up` (and, when
+    /// `topology` is set, that `redis_topology`).
+    private func waitBackplaneUp(timeout: Double, topology: String? = nil) throws {
         let deadline = monoNanos() + UInt64(timeout * 1e9)
+        var seen = ""
         while monoNanos() < deadline {
-            if info("redis_state") == "up" { return }
-            usleep(20_000)
+            if let how = childExited(pid) {
+                stopped = true
+                unregisterEmergencyPID(pid)
+                throw BenchError("\(name) \(how) while joining the Redis backplane\(logTail())")
+            }
+            let state = info("redis_state")
+            guard let topology else {
+                if state == "up" { return }
+                usleep(20_000)
+                continue
+            }
+            let shown = info("redis_topology")
+            if state == "up" && shown == topology { return }
+            seen = " (last INFO: redis_state:\(state ?? "absent"), redis_topology:\(shown ?? "absent"))"
+            usleep(50_000)
+        }
+        if let topology {
+            throw BenchError("\(name) did not report redis_topology:\(topology) and redis_state:up within "
+                + "\(Int(timeout)) s\(seen)\(logTail())")
         }
         throw BenchError("\(name) did not join the Redis backplane within \(Int(timeout)) s\(logTail())")
     }

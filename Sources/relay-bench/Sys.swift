@@ -258,6 +258,76 @@ func respCommand(_ args: [String]) -> [UInt8] {
     return out
 }
 
+// MARK: - Loopback TCP (the Redis Cluster scenarios: cluster nodes announce IP:port)
+
+private func loopbackAddress(port: UInt16) -> sockaddr_in {
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = port.bigEndian
+    addr.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    return addr
+}
+
+/// Opens a blocking TCP connection to 127.0.0.1:`port`, with TCP_NODELAY (the bench pipelines
+/// its own batches; Nagle would hold back a batch's tail for an ACK).
+func connectTCP(port: UInt16) throws -> Int32 {
+    var addr = loopbackAddress(port: port)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    if fd < 0 { throw BenchError("socket(): \(errnoString())") }
+    var tv = timeval(tv_sec: 10, tv_usec: 0)
+    _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var one: Int32 = 1
+    _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    if rc != 0 {
+        let e = errno
+        close(fd)
+        throw BenchError("connect(127.0.0.1:\(port)): \(errnoString(e))")
+    }
+    return fd
+}
+
+/// A TCP socket bound to 127.0.0.1:`port` (0: any free port), and the port it got; nil if taken.
+private func bindLoopback(port: UInt16) -> (fd: Int32, port: UInt16)? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    if fd < 0 { return nil }
+    var addr = loopbackAddress(port: port)
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    if rc != 0 { close(fd); return nil }
+    var got = sockaddr_in()
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &got) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    }
+    return (fd, UInt16(bigEndian: got.sin_port))
+}
+
+/// `count` distinct free loopback ports P whose cluster-bus port P+10000 is free too (so P is
+/// at most 55535). Free when asked: another process may take one before the server binds it,
+/// which then fails to start and says so.
+func freeClusterPorts(_ count: Int) throws -> [UInt16] {
+    var held: [Int32] = []
+    defer { for fd in held { close(fd) } }
+    var ports: [UInt16] = []
+    var attempts = 0
+    while ports.count < count {
+        attempts += 1
+        if attempts > 2_000 { throw BenchError("found only \(ports.count) of \(count) free 127.0.0.1 port pairs (P, P+10000)") }
+        guard let a = bindLoopback(port: 0) else { continue }
+        held.append(a.fd)
+        guard a.port <= 55_535, let bus = bindLoopback(port: a.port + 10_000) else { continue }
+        held.append(bus.fd)
+        ports.append(a.port)
+    }
+    return ports
+}
+
 // MARK: - Threads
 
 private final class ThreadBody {
@@ -341,16 +411,20 @@ func stopProcess(_ pid: pid_t, signal sig: Int32 = SIGTERM, timeout: Double = 5)
 
 /// Child PIDs and paths to clean up if we are interrupted. Written only from the main thread
 /// before/after the scenarios; read by the signal handler (async-signal-safe calls only).
-nonisolated(unsafe) private var emergencyPIDs = UnsafeMutablePointer<pid_t>.allocate(capacity: 8)
-nonisolated(unsafe) private var emergencyPaths = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: 16)
+// Sized for the largest run: a Redis Cluster's six nodes plus up to a dozen relays and their
+// sockets, logs and node files.
+private let emergencyPIDSlots = 32
+private let emergencyPathSlots = 96
+nonisolated(unsafe) private var emergencyPIDs = UnsafeMutablePointer<pid_t>.allocate(capacity: emergencyPIDSlots)
+nonisolated(unsafe) private var emergencyPaths = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: emergencyPathSlots)
 nonisolated(unsafe) private var emergencyDir: UnsafeMutablePointer<CChar>? = nil
 
 func installEmergencyCleanup() {
-    emergencyPIDs.initialize(repeating: 0, count: 8)
-    emergencyPaths.initialize(repeating: nil, count: 16)
+    emergencyPIDs.initialize(repeating: 0, count: emergencyPIDSlots)
+    emergencyPaths.initialize(repeating: nil, count: emergencyPathSlots)
     let handler: @convention(c) (Int32) -> Void = { sig in
-        for i in 0..<8 where emergencyPIDs[i] > 0 { kill(emergencyPIDs[i], SIGTERM) }
-        for i in 0..<8 where emergencyPIDs[i] > 0 {
+        for i in 0..<emergencyPIDSlots where emergencyPIDs[i] > 0 { kill(emergencyPIDs[i], SIGTERM) }
+        for i in 0..<emergencyPIDSlots where emergencyPIDs[i] > 0 {
             // Give children up to ~2 s to exit, then kill them.
             var waited = 0
             while waited < 200 && kill(emergencyPIDs[i], 0) == 0 && waitpid(emergencyPIDs[i], nil, WNOHANG) == 0 {
@@ -358,7 +432,7 @@ func installEmergencyCleanup() {
             }
             kill(emergencyPIDs[i], SIGKILL)
         }
-        for i in 0..<16 where emergencyPaths[i] != nil { unlink(emergencyPaths[i]!) }
+        for i in 0..<emergencyPathSlots where emergencyPaths[i] != nil { unlink(emergencyPaths[i]!) }
         if let d = emergencyDir { rmdir(d) }
         _exit(128 + sig)
     }
@@ -369,15 +443,15 @@ func installEmergencyCleanup() {
 }
 
 func registerEmergencyPID(_ pid: pid_t) {
-    for i in 0..<8 where emergencyPIDs[i] == 0 { emergencyPIDs[i] = pid; return }
+    for i in 0..<emergencyPIDSlots where emergencyPIDs[i] == 0 { emergencyPIDs[i] = pid; return }
 }
 
 func unregisterEmergencyPID(_ pid: pid_t) {
-    for i in 0..<8 where emergencyPIDs[i] == pid { emergencyPIDs[i] = 0 }
+    for i in 0..<emergencyPIDSlots where emergencyPIDs[i] == pid { emergencyPIDs[i] = 0 }
 }
 
 func registerEmergencyPath(_ path: String) {
-    for i in 0..<16 where emergencyPaths[i] == nil { emergencyPaths[i] = strdup(path); return }
+    for i in 0..<emergencyPathSlots where emergencyPaths[i] == nil { emergencyPaths[i] = strdup(path); return }
 }
 
 func registerEmergencyDir(_ path: String) {

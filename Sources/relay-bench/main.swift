@@ -9,7 +9,7 @@ import Glibc
 
 enum Scenario: String, CaseIterable {
     case fanout_100, fanout_1000, pattern_1000, latency, backplane_100, backplane_latency,
-         pg_notify_1, pg_notify_4x100, pg_latency, idle
+         pg_notify_1, pg_notify_4x100, pg_latency, idle, cluster_cpu, cluster_fanout
 
     /// Postgres scenarios: NOTIFY → a subscriber on a relay (the leader relay LISTENs and
     /// publishes to Redis, the other relay delivers) against a direct LISTEN client.
@@ -19,6 +19,12 @@ enum Scenario: String, CaseIterable {
     /// relay B, both joined through the same redis-server — against the same clients directly
     /// on that redis-server.
     var isBackplane: Bool { self == .backplane_100 || self == .backplane_latency }
+
+    /// Redis Cluster scenarios: they start a cluster of their own and run after the others,
+    /// only when named in --scenarios.
+    var isCluster: Bool { self == .cluster_cpu || self == .cluster_fanout }
+
+    static let defaultSelection = allCases.filter { !$0.isCluster }.map(\.rawValue).joined(separator: ",")
 
     /// Execution order: the idle-memory scenario runs first, on servers that have not yet
     /// grown (and kept) heap during the load scenarios, so the RSS delta per client is honest.
@@ -36,6 +42,8 @@ enum Scenario: String, CaseIterable {
         case .pg_notify_4x100: return "NOTIFY -> subscriber, 4 notifiers, 100 per transaction"
         case .pg_latency: return "NOTIFY -> subscriber latency at 1000/s"
         case .idle: return "idle-client memory"
+        case .cluster_cpu: return "Redis Cluster CPU per delivered message, sharded vs classic relays"
+        case .cluster_fanout: return "backplane fan-out through a Redis Cluster vs one redis-server"
         }
     }
 }
@@ -48,7 +56,8 @@ struct RelayBench: ParsableCommand {
             Starts a redis-server and a pubsub-relay on temporary Unix sockets (or uses running \
             ones with --redis-socket / --relay-socket), runs each scenario against both and prints \
             deliveries/s, latency percentiles, CPU of the bench and of each server, and memory. \
-            Scenarios: \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")). \
+            Scenarios: \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")) \
+            (cluster_cpu and cluster_fanout start a Redis Cluster and run only when named). \
             Exit status: 0 valid run, 1 a scenario lost messages or failed, 2 setup error.
             """)
 
@@ -59,7 +68,7 @@ struct RelayBench: ParsableCommand {
     var warmup: Double?
 
     @Option(help: "Comma-separated scenarios to run.")
-    var scenarios: String = Scenario.allCases.map(\.rawValue).joined(separator: ",")
+    var scenarios: String = Scenario.defaultSelection
 
     @Flag(help: "Short durations (CI smoke run).")
     var quick = false
@@ -104,6 +113,18 @@ struct RelayBench: ParsableCommand {
     @Option(help: "Payload bytes per message (>= 16).")
     var payload: Int = 64
 
+    @Option(help: "redis-cli binary (creates the Redis Cluster of the cluster_* scenarios).")
+    var redisCli: String = "redis-cli"
+
+    @Option(help: "cluster_cpu: messages per run, spread evenly over the channels (default 600000; 30000 with --quick).")
+    var clusterMessages: Int?
+
+    @Option(help: "cluster_cpu: channels, as many on each master.")
+    var clusterChannels: Int = 300
+
+    @Flag(help: "cluster_cpu: also run the load with the clients straight on the cluster nodes (what --only-redis runs).")
+    var clusterDirect = false
+
     mutating func validate() throws {
         if payload < 16 { throw ValidationError("--payload must be at least 16") }
         if let s = seconds, !(s > 0 && s <= 600) { throw ValidationError("--seconds must be in (0, 600]") }
@@ -113,6 +134,8 @@ struct RelayBench: ParsableCommand {
         if readers < 1 || readers > 4 { throw ValidationError("--readers must be 1...4") }
         if window < 1 || window > 65_536 { throw ValidationError("--window must be 1...65536") }
         if idleClients < 1 || idleClients > 100_000 { throw ValidationError("--idle-clients must be 1...100000") }
+        if let m = clusterMessages, m < 1 || m > 100_000_000 { throw ValidationError("--cluster-messages must be 1...100000000") }
+        if clusterChannels < 3 || clusterChannels > 10_000 { throw ValidationError("--cluster-channels must be 3...10000") }
         for name in scenarios.split(separator: ",") where Scenario(rawValue: name.trimmingSpaces) == nil {
             throw ValidationError("unknown scenario '\(name)'; known: \(Scenario.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -157,7 +180,7 @@ struct RelayBench: ParsableCommand {
                 } else {
                     servers.append(try Server.launchRelay(in: ws, binary: relay ?? defaultRelayBinary()))
                 }
-                if selected.contains(where: \.isBackplane) {
+                if selected.contains(where: \.isBackplane) || selected.contains(.cluster_fanout) {
                     let binary = relay ?? defaultRelayBinary()
                     let url = "unix://" + servers[0].socketPath
                     let a = try Server.launchRelay(in: ws, binary: binary, name: "relay-a", redisURL: url)
@@ -214,7 +237,7 @@ struct RelayBench: ParsableCommand {
 
         var outcomes: [Scenario: [String: Outcome]] = [:]
         var validByServer: [String: Bool] = [:]
-        for scenario in selected.sorted(by: { $0.executionRank < $1.executionRank }) {
+        for scenario in selected.sorted(by: { $0.executionRank < $1.executionRank }) where !scenario.isCluster {
             outcomes[scenario] = [:]
             // Repeats alternate redis/relay so slow drifts in machine load hit both alike.
             let reps = scenario == .idle ? 1 : repeatCount
@@ -252,20 +275,30 @@ struct RelayBench: ParsableCommand {
                 validByServer[server.name] = (validByServer[server.name] ?? true) && chosen.valid
             }
         }
+        var clusterReports: [Report] = []
+        var clusterFailures: [String] = []
+        if selected.contains(where: \.isCluster), let ws = workspace {
+            (clusterReports, clusterFailures) = runClusterScenarios(selected.filter(\.isCluster), in: ws, standaloneFleet: fleet,
+                                                                    measureSeconds: measureSeconds,
+                                                                    warmupSeconds: warmupSeconds, fileLimit: fileLimit)
+        }
         out("")
 
         // --- table ---------------------------------------------------------------------------
         report.row("idle footprint", "server RSS at start", kib(idleRSS.0), kib(idleRSS.1),
                    ratio: Report.ratio(idleRSS.0.map(Double.init), idleRSS.1.map(Double.init)))
         report.result("rss_idle_kib", idleRSS.0.map(Double.init), idleRSS.1.map(Double.init))
-        for scenario in selected {
+        for scenario in selected where !scenario.isCluster {
             addRows(report, scenario, outcomes[scenario]?["redis"], outcomes[scenario]?["relay"])
         }
-        report.printTable()
-        out("")
-        out("CPU figures are % of one core (bench = this whole process: publisher + readers; "
-            + "server from /proc/PID/stat). A server near 100% with the bench below it means the "
-            + "server was the bottleneck.")
+        // A run of cluster scenarios only has nothing for this table but the idle footprint.
+        if selected.contains(where: { !$0.isCluster }) {
+            report.printTable()
+            out("")
+            out("CPU figures are % of one core (bench = this whole process: publisher + readers; "
+                + "server from /proc/PID/stat). A server near 100% with the bench below it means the "
+                + "server was the bottleneck.")
+        }
         for scenario in selected {
             for name in ["redis", "relay"] {
                 var other: Double? = nil
@@ -283,10 +316,15 @@ struct RelayBench: ParsableCommand {
                 }
             }
         }
-        out("")
+        if selected.contains(where: { !$0.isCluster }) { out("") }
+        for r in clusterReports {
+            r.printTable()
+            out("")
+        }
         report.result("valid", validByServer["redis"].map { $0 ? 1 : 0 }, validByServer["relay"].map { $0 ? 1 : 0 },
                       ratio: false)
         report.printResults()
+        for r in clusterReports { r.printResults() }
 
         if let r = relayServer, r.launched, let log = r.logPath, let text = readSmallFile(log), !text.isEmpty {
             let lines = text.split(separator: "\n")
@@ -295,7 +333,7 @@ struct RelayBench: ParsableCommand {
             for l in lines.suffix(10) { out("  " + l) }
         }
 
-        var failures: [String] = []
+        var failures: [String] = clusterFailures
         for scenario in selected {
             for (name, o) in outcomes[scenario] ?? [:] {
                 switch o {
@@ -342,6 +380,8 @@ struct RelayBench: ParsableCommand {
                 return .latency(try runLatency(server: server, options: o))
             case .pg_notify_1, .pg_notify_4x100, .pg_latency:
                 preconditionFailure("pg_* scenarios run through runPostgresScenario")
+            case .cluster_cpu, .cluster_fanout:
+                preconditionFailure("cluster scenarios run through runClusterScenarios")
             case .idle:
                 if fileLimit < idleClients + 64 {
                     return .skipped("needs \(idleClients + 64) file descriptors, RLIMIT_NOFILE hard limit is \(fileLimit)")
@@ -398,7 +438,7 @@ struct RelayBench: ParsableCommand {
         throw BenchError("no relay became the Postgres leader within 15 s\(a.logTail())\(b.logTail())")
     }
 
-    private func progress(_ scenario: Scenario, _ name: String, _ o: Outcome) {
+    func progress(_ scenario: Scenario, _ name: String, _ o: Outcome) {
         var line = "  \(pad(scenario.rawValue, 13)) \(pad(name, 9)) "
         switch o {
         case .fanout(let r):
@@ -421,7 +461,7 @@ struct RelayBench: ParsableCommand {
         out(line)
     }
 
-    private func addRows(_ report: Report, _ scenario: Scenario, _ a: Outcome?, _ b: Outcome?) {
+    func addRows(_ report: Report, _ scenario: Scenario, _ a: Outcome?, _ b: Outcome?) {
         let name = scenario.rawValue
         func text(_ o: Outcome?) -> String {
             switch o {
@@ -432,7 +472,9 @@ struct RelayBench: ParsableCommand {
             }
         }
         switch scenario {
-        case .fanout_100, .fanout_1000, .pattern_1000, .backplane_100:
+        case .cluster_cpu:
+            break   // addClusterCPURows
+        case .fanout_100, .fanout_1000, .pattern_1000, .backplane_100, .cluster_fanout:
             var ra: FanoutResult? = nil, rb: FanoutResult? = nil
             if case .fanout(let r)? = a { ra = r }
             if case .fanout(let r)? = b { rb = r }

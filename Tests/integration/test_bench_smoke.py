@@ -25,3 +25,21 @@ def test_relay_bench_quick_run_is_valid(relay_binary):
     assert "RESULT backplane_latency_lost redis=0 relay=0" in run.stdout
     # NOTIFY through the relay fleet (leader relay -> redis -> other relay) against a direct LISTEN.
     assert "RESULT pg_notify_1 redis=" in run.stdout and "relay=NA" not in run.stdout.split("RESULT pg_notify_1 ")[1].split("\n")[0]
+
+
+def test_relay_bench_cluster_direct_mode_is_valid(relay_binary):
+    """The cluster scenarios' own machinery: a 3-master + 3-replica Redis Cluster is started,
+    loaded straight (SSUBSCRIBE/SPUBLISH on the owning master, then classic PUBLISH), every
+    message counted, its CPU read, and every node stopped."""
+    bench = os.path.join(os.path.dirname(relay_binary), "relay-bench")
+    if not os.path.exists(bench):
+        pytest.skip(f"relay-bench not built next to {relay_binary} (scripts/test builds it)")
+    require_tool("redis-server", "apt-get install redis-server")
+    require_tool("redis-cli", "apt-get install redis-tools")
+    run = subprocess.run([bench, "--quick", "--only-redis", "--scenarios", "cluster_cpu"],
+                         capture_output=True, text=True, timeout=180)
+    print(run.stdout[-3000:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "RESULT cluster_cpu_direct_valid classic=1 sharded=1" in run.stdout
+    assert "RESULT cluster_cpu_direct_lost classic=0 sharded=0" in run.stdout
+    assert "redis cluster: stopped" in run.stdout
