@@ -43,3 +43,23 @@ def test_relay_bench_cluster_direct_mode_is_valid(relay_binary):
     assert "RESULT cluster_cpu_direct_valid classic=1 sharded=1" in run.stdout
     assert "RESULT cluster_cpu_direct_lost classic=0 sharded=0" in run.stdout
     assert "redis cluster: stopped" in run.stdout
+
+
+def test_relay_bench_cluster_through_relays_is_valid(relay_binary):
+    """The cluster scenarios through relays joined by redis-cluster:// (sharded, then classic):
+    every message delivered and every PUBLISH counted as the fleet's receivers. (The CPU ratio of
+    a debug build means nothing; the README's comes from a release build.)"""
+    bench = os.path.join(os.path.dirname(relay_binary), "relay-bench")
+    if not os.path.exists(bench):
+        pytest.skip(f"relay-bench not built next to {relay_binary} (scripts/test builds it)")
+    require_tool("redis-server", "apt-get install redis-server")
+    require_tool("redis-cli", "apt-get install redis-tools")
+    run = subprocess.run([bench, "--quick", "--relay", relay_binary, "--scenarios", "cluster_cpu,cluster_fanout"],
+                         capture_output=True, text=True, timeout=180)
+    print(run.stdout[-3000:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "RESULT cluster_cpu_valid classic=1 sharded=1" in run.stdout
+    assert "RESULT cluster_cpu_lost classic=0 sharded=0" in run.stdout
+    assert "RESULT cluster_fanout_lost standalone=0 cluster=0" in run.stdout
+    counts = run.stdout.split("PUBLISH counts unexpected")[1].split("\n")[0].split()
+    assert counts == ["0", "0"], counts
