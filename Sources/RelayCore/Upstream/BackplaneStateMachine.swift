@@ -251,6 +251,10 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public private(set) var movedSubscriptions = 0
     public private(set) var slotMovesPushed = 0
     private var loggedClassicCopyError = false
+    /// When the fleet channel was last subscribed: the other relays' states (their patterns)
+    /// answer the `hello` within a round trip; until `fleetSettleNanoseconds` have passed they
+    /// may be missing.
+    private var fleetSubscribedAt: UInt64 = 0
     /// Set by `retire`: what waits on the connections goes to the slots' new owners.
     private var retiring = false
     public private(set) var hasBeenUp = false
@@ -285,6 +289,9 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     public var knownFleetRelays: Int { receivers.knownRelays }
 
     public static var tickNanoseconds: UInt64 { 100_000_000 }
+    /// How long after subscribing the fleet channel the other relays' states are taken to be in
+    /// (their answers to `hello`: a round trip each).
+    static var fleetSettleNanoseconds: UInt64 { 300_000_000 }
     /// How long after a freeze of the loop the bytes read may be ones that waited in the kernel.
     static var staleAfterStallNanoseconds: UInt64 { 2_000_000_000 }
 
@@ -760,6 +767,7 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     private mutating func fleetSubscribed(_ now: UInt64, _ actions: inout [Action]) {
         guard fleetChannel == .subscribing else { return }
         fleetChannel = .subscribed
+        fleetSubscribedAt = now
         receivers.forgetAll()
         helloPending = true
         sayHello(now, &actions)
@@ -1261,10 +1269,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     }
 
     /// Whether a pattern held anywhere in the fleet (here, or by a relay this one has heard of)
-    /// matches `channel`; true while the fleet's patterns are not known yet (a classic copy too
-    /// many costs less than a message lost).
+    /// matches `channel`; true while the fleet's patterns are not known yet — before the fleet
+    /// channel is subscribed and for `fleetSettleNanoseconds` after, while the other relays'
+    /// states come in (a classic copy too many costs less than a message lost).
     public func fleetHoldsPattern(matching channel: ByteBuffer) -> Bool {
-        guard fleetChannel == .subscribed else { return true }
+        guard fleetChannel == .subscribed, lastTick - min(fleetSubscribedAt, lastTick) >= Self.fleetSettleNanoseconds else { return true }
         if registry.patternCount > 0 {
             let local = channel.withUnsafeReadableBytes { ch in
                 registry.patterns.values.contains { $0.nameBytes.withUnsafeBytes { GlobMatcher.matches(pattern: $0, string: ch) } }

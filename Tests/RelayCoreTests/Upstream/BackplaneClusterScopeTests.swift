@@ -559,6 +559,11 @@ private func names(_ line: String) -> [String] { line.split(separator: " ").drop
         h.confirmAll(subscribed)
         h.answerPublisher()
         #expect(h.m.countsFleetReceivers)
+        // Subscribed, but the other relays' states may still be on their way for a second.
+        #expect(h.m.fleetHoldsPattern(matching: buffer("zoo")))
+        h.now += second
+        _ = h.tick()
+        h.answerPublisher()
         #expect(!h.m.fleetHoldsPattern(matching: buffer("zoo")))
         // A local pattern.
         _ = h.add(TestClient(id: 1), "n*", kind: .pattern)
