@@ -17,6 +17,7 @@ Every process is started here and stopped by its PID; every wait is bounded.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -244,6 +245,26 @@ def test_client_certificate_required_then_optional_the_relay_joins_by_itself(tls
     finally:
         for port, node in cluster.nodes.items():
             node.call("CONFIG", "SET", "tls-auth-clients", "yes")
+
+
+def test_tls_settings_with_a_plaintext_cluster_url_stop_start_up_naming_rediss_cluster(relay_binary, pki):
+    """A RELAY_REDIS_TLS_* variable with redis-cluster:// (a typo'd scheme) is refused by
+    check-config with exit 78 and one line that points to rediss-cluster://, the password not
+    shown; the same settings with rediss-cluster:// are accepted."""
+    from conftest import relay_env
+    env = tls_env(pki, RELAY_REDIS_TLS_SERVER_NAME="redis.test")
+
+    def check(url: str):
+        p = subprocess.run([relay_binary, "check-config"], env=relay_env(None, dict(env, REDIS_URL=url)),
+                           capture_output=True, text=True, timeout=30)
+        return p.returncode, [l for l in p.stderr.splitlines() if l.strip()]
+
+    rc, lines = check("redis-cluster://:secret@127.0.0.1:7000,127.0.0.1:7001")
+    print("\n%d %r" % (rc, lines))
+    assert rc == 78 and len(lines) == 1, (rc, lines)
+    assert lines[0].startswith("pubsub-relay: invalid configuration: RELAY_REDIS_TLS_"), lines
+    assert "without TLS" in lines[0] and "use rediss-cluster://" in lines[0] and "secret" not in lines[0], lines
+    assert check("rediss-cluster://:secret@127.0.0.1:7000,127.0.0.1:7001") == (0, []), "rediss-cluster:// refused"
 
 
 # ---- a cluster that announces both ports ---------------------------------------------------------
