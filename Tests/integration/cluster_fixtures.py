@@ -9,6 +9,14 @@ CLUSTER NODES, CLUSTER KEYSLOT, ROLE) and change it the way operators do: `resha
 sends SIGKILL to a master. Every wait is bounded; times are `time.monotonic()`, the clock the
 tests measure with.
 
+With `tls` (sentinel_fixtures' `TLSFiles`), the same cluster over TLS only (README, "Redis
+Cluster", rediss-cluster://): each node has `port 0` and a `tls-port`, talks to the others over
+TLS (`tls-cluster yes`, so its cluster bus is the tls-port + 10000, `tls-replication yes`),
+asks clients for certificates (`tls-auth-clients`, `yes` or `optional` as the files say), and
+the tests' own commands and redis-cli (`--tls --cacert --cert --key`) go over TLS too. With
+`plaintext_ports` as well, each node also listens on a plaintext port (`ClusterNode.plain_port`),
+so the cluster announces both and a client must pick the one of its kind.
+
 Fixtures: `redis_cluster` (session; for tests that leave the topology alone) and
 `cluster_factory` (per test; for tests that reshard or fail over).
 """
@@ -27,6 +35,7 @@ import pytest
 
 from conftest import cpu_seconds, require_tool, short_tmpdir, stop_pid
 from resputil import Incomplete, cmd, frame_end, parse1
+from sentinel_fixtures import TLSFiles
 
 SLOTS = 16384
 DEFAULT_NODE_TIMEOUT_MS = 1000
@@ -51,11 +60,18 @@ def free_cluster_port(taken: set[int]) -> int:
 
 
 class NodeConn:
-    """A raw RESP2 connection to one node over TCP (the tests' own commands; no redis-py)."""
+    """A raw RESP2 connection to one node over TCP, or over TLS with `tls` (the tests' own
+    commands; no redis-py)."""
 
-    def __init__(self, port: int, timeout: float = 2.0):
+    def __init__(self, port: int, timeout: float = 2.0, tls: TLSFiles | None = None):
         self.port = port
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:
+            try:
+                self.sock = tls.wrap(self.sock)   # the handshake, within `timeout`
+            except OSError:
+                self.sock.close()
+                raise
         self.buf = b""
 
     def call(self, *args, timeout: float = 2.0):
@@ -87,10 +103,10 @@ class NodeConn:
             pass
 
 
-def node_call(port: int, *args, timeout: float = 2.0):
-    """One command on a fresh connection; None when the node cannot be reached."""
+def node_call(port: int, *args, timeout: float = 2.0, tls: TLSFiles | None = None):
+    """One command on a fresh connection (TLS with `tls`); None when the node cannot be reached."""
     try:
-        c = NodeConn(port, timeout)
+        c = NodeConn(port, timeout, tls)
     except OSError:
         return None
     try:
@@ -124,9 +140,10 @@ def info_dict(reply) -> dict:
     return out
 
 
-def slot_owners(port: int) -> dict[int, int] | None:
-    """slot -> master port, as `port` sees it (CLUSTER SLOTS); None if unreachable."""
-    reply = node_call(port, "CLUSTER", "SLOTS")
+def slot_owners(port: int, tls: TLSFiles | None = None) -> dict[int, int] | None:
+    """slot -> master port, as `port` sees it (CLUSTER SLOTS); None if unreachable. (To a TLS
+    client a TLS-only cluster answers its tls-ports.)"""
+    reply = node_call(port, "CLUSTER", "SLOTS", tls=tls)
     if not isinstance(reply, list):
         return None
     out = {}
@@ -149,16 +166,24 @@ def ranges(slots) -> list[tuple[int, int]]:
 
 
 class ClusterNode:
-    """One redis-server of the cluster on 127.0.0.1:<port>, restartable on that port with its
-    nodes.conf (so it rejoins as the node it was)."""
+    """One redis-server of the cluster on 127.0.0.1:<port> (its tls-port with `tls`, the plaintext
+    port then `plain_port` or none), restartable on that port with its nodes.conf (so it rejoins
+    as the node it was)."""
 
-    def __init__(self, binary: str, root: str, port: int, node_timeout_ms: int, extra: list[str]):
-        self.binary, self.port = binary, port
+    def __init__(self, binary: str, root: str, port: int, node_timeout_ms: int, extra: list[str],
+                 tls: TLSFiles | None = None, plain_port: int | None = None):
+        self.binary, self.port, self.tls, self.plain_port = binary, port, tls, plain_port
         self.dir = os.path.join(root, str(port))
         os.makedirs(self.dir, exist_ok=True)
         self.conf = os.path.join(self.dir, "redis.conf")
+        settings = [("port", str(port))]
+        if tls:
+            settings = [(k, str(plain_port) if k == "port" and plain_port else v) for k, v in tls.server_settings(port)]
+            settings.append(("tls-cluster", "yes"))
         with open(self.conf, "w") as f:
-            f.write("port %d\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir %s\n" % (port, self.dir))
+            for k, v in settings:
+                f.write("%s %s\n" % (k, v))
+            f.write("bind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir %s\n" % self.dir)
             f.write("cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout %d\n" % node_timeout_ms)
             # A replica may always take over (no data-age check) and stays with its master, so the
             # topology changes only when a test changes it.
@@ -190,11 +215,11 @@ class ClusterNode:
         def up():
             if self.proc.poll() is not None:
                 raise RuntimeError("redis-server on %d exited with %s:\n%s" % (self.port, self.proc.returncode, self.log_tail()))
-            return node_call(self.port, "PING", timeout=0.5) == "PONG"
+            return node_call(self.port, "PING", timeout=0.5, tls=self.tls) == "PONG"
         wait_for(up, timeout, "node %d accepting" % self.port, interval=0.01)
 
     def call(self, *args, timeout: float = 2.0):
-        return node_call(self.port, *args, timeout=timeout)
+        return node_call(self.port, *args, timeout=timeout, tls=self.tls)
 
     def role(self) -> str | None:
         r = self.call("ROLE")
@@ -255,23 +280,26 @@ class Reshard:
 
 
 class RedisCluster:
-    """3 masters (by default) with one replica each, all on 127.0.0.1. `nodes`: port -> ClusterNode."""
+    """3 masters (by default) with one replica each, all on 127.0.0.1. `nodes`: port -> ClusterNode.
+    With `tls`, the ports are the nodes' tls-ports, and the only ones unless `plaintext_ports`."""
 
     def __init__(self, server: str, cli: str, masters: int = 3, node_timeout_ms: int = DEFAULT_NODE_TIMEOUT_MS,
-                 extra: list[str] | None = None):
-        self.server, self.cli = server, cli
+                 extra: list[str] | None = None, tls: TLSFiles | None = None, plaintext_ports: bool = False):
+        assert tls or not plaintext_ports, "plaintext_ports: a TLS cluster's nodes also on plaintext ports"
+        self.server, self.cli, self.tls = server, cli, tls
         self.node_timeout_ms = node_timeout_ms
         self.root = short_tmpdir("rit-cluster-")
         taken: set[int] = set()
         ports = [free_cluster_port(taken) for _ in range(masters * 2)]
-        self.nodes = {p: ClusterNode(server, self.root, p, node_timeout_ms, extra or []) for p in ports}
+        plain = {p: free_cluster_port(taken) if plaintext_ports else None for p in ports}
+        self.nodes = {p: ClusterNode(server, self.root, p, node_timeout_ms, extra or [], tls, plain[p]) for p in ports}
         started = time.monotonic()
         try:
             for n in self.nodes.values():
                 n.start()
             for n in self.nodes.values():
                 n.wait_accepting()
-            out = subprocess.run([cli, "--cluster", "create"] + ["127.0.0.1:%d" % p for p in ports]
+            out = subprocess.run([cli] + self.cli_tls + ["--cluster", "create"] + ["127.0.0.1:%d" % p for p in ports]
                                  + ["--cluster-replicas", "1", "--cluster-yes"],
                                  capture_output=True, text=True, timeout=60)
             if out.returncode != 0 or "[OK] All 16384 slots covered" not in out.stdout:
@@ -281,6 +309,17 @@ class RedisCluster:
             self.stop()
             raise
         self.creation_seconds = time.monotonic() - started
+
+    @property
+    def cli_tls(self) -> list[str]:
+        """redis-cli's TLS options for this cluster (none for a plaintext one)."""
+        if not self.tls:
+            return []
+        return ["--tls", "--cacert", self.tls.ca, "--cert", self.tls.client_cert, "--key", self.tls.client_key]
+
+    def conn(self, port: int, timeout: float = 2.0) -> NodeConn:
+        """A connection of the tests' own to node `port` (TLS on a TLS cluster)."""
+        return NodeConn(port, timeout, self.tls)
 
     # ---- what the cluster says ----
 
@@ -326,7 +365,7 @@ class RedisCluster:
 
     def slot_map(self) -> dict[int, int]:
         for n in self.live():
-            m = slot_owners(n.port)
+            m = slot_owners(n.port, self.tls)
             if m:
                 return m
         raise AssertionError("no live node answers CLUSTER SLOTS")
@@ -344,7 +383,7 @@ class RedisCluster:
 
     def slots_of(self, keys: list) -> list[int]:
         """CLUSTER KEYSLOT for many keys, pipelined on one connection."""
-        c = NodeConn(self.live()[0].port)
+        c = self.conn(self.live()[0].port)
         try:
             c.sock.sendall(b"".join(cmd("CLUSTER", "KEYSLOT", k) for k in keys))
             return [c.read(5) for _ in keys]
@@ -371,8 +410,9 @@ class RedisCluster:
         ports = sorted(self.nodes)[:2]
         return ",".join("127.0.0.1:%d" % p for p in ports)
 
-    def url(self, scheme: str = "redis-cluster") -> str:
-        return "%s://%s" % (scheme, self.seeds)
+    def url(self, scheme: str | None = None) -> str:
+        """`redis-cluster://<seeds>`, or `rediss-cluster://<seeds>` for a TLS cluster."""
+        return "%s://%s" % (scheme or ("rediss-cluster" if self.tls else "redis-cluster"), self.seeds)
 
     def cpu_seconds_total(self) -> float:
         """User + system CPU of every node process so far (killed ones: up to their kill)."""
@@ -388,7 +428,7 @@ class RedisCluster:
             info = info_dict(n.call("CLUSTER", "INFO"))
             if info.get("cluster_state") != "ok" or int(info.get("cluster_known_nodes", 0)) < len(self.nodes):
                 return False
-            m = slot_owners(n.port)
+            m = slot_owners(n.port, self.tls)
             if m is None or len(m) != SLOTS:
                 return False
             maps.append(m)
@@ -422,14 +462,14 @@ class RedisCluster:
         seen gone from the source (resolution: the poll's round trip, `poll_gaps`). Returns when
         redis-cli is done and the cluster is healthy again."""
         source, target = self.port_of(from_id), self.port_of(to_id)
-        before = {s for s, p in slot_owners(source).items() if p == source}
+        before = {s for s, p in slot_owners(source, self.tls).items() if p == source}
         slot_finished: dict[int, float] = {}
         poll_gaps: list[float] = []
         stop = threading.Event()
         errors: list[str] = []
 
         def poll():
-            conn = NodeConn(source)
+            conn = self.conn(source)
             held = set(before)
             last = time.monotonic()
             try:
@@ -457,7 +497,7 @@ class RedisCluster:
         poller = threading.Thread(target=poll, daemon=True)
         started = time.monotonic()
         poller.start()
-        out = subprocess.run([self.cli, "--cluster", "reshard", "127.0.0.1:%d" % source, "--cluster-from", from_id,
+        out = subprocess.run([self.cli] + self.cli_tls + ["--cluster", "reshard", "127.0.0.1:%d" % source, "--cluster-from", from_id,
                               "--cluster-to", to_id, "--cluster-slots", str(nslots), "--cluster-yes"],
                              capture_output=True, text=True, timeout=timeout)
         ended = time.monotonic()
@@ -468,7 +508,7 @@ class RedisCluster:
         assert out.returncode == 0, "redis-cli --cluster reshard failed (exit %d):\n%s%s" % (out.returncode, out.stdout[-3000:], out.stderr)
         assert not errors, "slot poller failed: %r" % errors
         self.wait_healthy(30)
-        after = slot_owners(target)
+        after = slot_owners(target, self.tls)
         moved = {s for s in before if after.get(s) == target}
         assert len(moved) == nslots and set(slot_finished) == moved, (
             "reshard moved %d slots to %d (asked %d); poller saw %d" % (len(moved), target, nslots, len(slot_finished)))
@@ -487,7 +527,7 @@ class RedisCluster:
             reply = node.call("CLUSTER", "FAILOVER")
             assert reply == "OK", "CLUSTER FAILOVER on %d answered %r" % (replica_port, reply)
             retry_at = time.monotonic() + 6
-            c = NodeConn(replica_port)
+            c = self.conn(replica_port)
             try:
                 while time.monotonic() < min(retry_at, deadline):
                     r = c.call("ROLE")
@@ -505,7 +545,7 @@ class RedisCluster:
         (the promoted port, the kill time, the promotion time); returns once the live nodes agree
         and are healthy (the killed node stays known as failed)."""
         replica = self.replica_of(master_port)
-        c = NodeConn(replica)
+        c = self.conn(replica)
         try:
             killed = time.monotonic()
             self.nodes[master_port].kill9()
@@ -553,11 +593,14 @@ def redis_cluster(redis_cluster_tools):
 
 @pytest.fixture
 def cluster_factory(redis_cluster_tools):
-    """start(node_timeout_ms=1000, masters=3): a new cluster, stopped at the end of the test."""
+    """start(node_timeout_ms=1000, masters=3, extra=None, tls=None, plaintext_ports=False): a new
+    cluster (over TLS with `tls`), stopped at the end of the test."""
     started: list[RedisCluster] = []
 
-    def start(node_timeout_ms: int = DEFAULT_NODE_TIMEOUT_MS, masters: int = 3, extra: list[str] | None = None) -> RedisCluster:
-        c = RedisCluster(*redis_cluster_tools, masters=masters, node_timeout_ms=node_timeout_ms, extra=extra)
+    def start(node_timeout_ms: int = DEFAULT_NODE_TIMEOUT_MS, masters: int = 3, extra: list[str] | None = None,
+              tls: TLSFiles | None = None, plaintext_ports: bool = False) -> RedisCluster:
+        c = RedisCluster(*redis_cluster_tools, masters=masters, node_timeout_ms=node_timeout_ms, extra=extra, tls=tls,
+                         plaintext_ports=plaintext_ports)
         started.append(c)
         return c
 

@@ -37,27 +37,32 @@ def free_port() -> int:
 class TLSFiles:
     """The PEM files of a TLS deployment: the CA, the certificate every node serves (and presents
     as a client to the others), the sentinels' (the nodes' unless given), and the client
-    certificate of the tests."""
+    certificate of the tests. `auth_clients`: the servers' `tls-auth-clients` (`yes`: a client
+    without a certificate is refused; `optional`: one is checked if given)."""
 
     def __init__(self, ca: str, cert: str, key: str, client_cert: str, client_key: str,
-                 sentinel_cert: str | None = None, sentinel_key: str | None = None):
+                 sentinel_cert: str | None = None, sentinel_key: str | None = None, auth_clients: str = "yes"):
         self.ca, self.cert, self.key, self.client_cert, self.client_key = ca, cert, key, client_cert, client_key
         self.sentinel_cert, self.sentinel_key = sentinel_cert or cert, sentinel_key or key
+        self.auth_clients = auth_clients
+        self._context: ssl.SSLContext | None = None
 
     def server_settings(self, port: int, sentinel: bool = False) -> list[tuple[str, str]]:
         cert, key = (self.sentinel_cert, self.sentinel_key) if sentinel else (self.cert, self.key)
         return [("port", "0"), ("tls-port", str(port)), ("tls-cert-file", cert), ("tls-key-file", key),
-                ("tls-ca-cert-file", self.ca), ("tls-auth-clients", "yes"), ("tls-replication", "yes")]
+                ("tls-ca-cert-file", self.ca), ("tls-auth-clients", self.auth_clients), ("tls-replication", "yes")]
 
     def redis_py(self) -> dict:
         return {"ssl": True, "ssl_ca_certs": self.ca, "ssl_certfile": self.client_cert, "ssl_keyfile": self.client_key,
                 "ssl_check_hostname": False}
 
     def wrap(self, sock: socket.socket) -> ssl.SSLSocket:
-        ctx = ssl.create_default_context(cafile=self.ca)
-        ctx.check_hostname = False
-        ctx.load_cert_chain(self.client_cert, self.client_key)
-        return ctx.wrap_socket(sock)
+        # One context for every connection: the cluster's health polls open dozens a second.
+        if self._context is None:
+            self._context = ssl.create_default_context(cafile=self.ca)
+            self._context.check_hostname = False
+            self._context.load_cert_chain(self.client_cert, self.client_key)
+        return self._context.wrap_socket(sock)
 
 
 def tcp_call(port: int, *args, timeout: float = 2.0, tls: TLSFiles | None = None):

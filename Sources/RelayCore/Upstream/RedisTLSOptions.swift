@@ -1,4 +1,4 @@
-/// How a `rediss://` or `rediss-sentinel://` backplane connection is secured: the `RELAY_REDIS_TLS_*` variables, checked
+/// How a `rediss://`, `rediss-sentinel://` or `rediss-cluster://` backplane connection is secured: the `RELAY_REDIS_TLS_*` variables, checked
 /// for consistency (README, "Redis over TLS"). The files themselves are read at the I/O edge
 /// (`RedisTLS` in the Relay module), at start-up and on every reload.
 public struct RedisTLSOptions: Sendable, Equatable {
@@ -27,7 +27,7 @@ public struct RedisTLSOptions: Sendable, Equatable {
     public static let variables = [caFileVariable, certFileVariable, keyFileVariable, serverNameVariable]
 
     /// The options for `url` from the (trimmed, non-empty) values of the TLS variables; nil when
-    /// the URL is not `rediss://` or `rediss-sentinel://`. Throws when a TLS variable is set for a URL without TLS: a typo'd
+    /// the URL is not `rediss://`, `rediss-sentinel://` or `rediss-cluster://`. Throws when a TLS variable is set for a URL without TLS: a typo'd
     /// scheme (`redis://` for `rediss://`) would otherwise send the password in plaintext.
     public static func parse(_ value: (String) -> String?, url: RedisURL?) throws(ConfigError) -> RedisTLSOptions? {
         let options = RedisTLSOptions(caFile: value(caFileVariable), certFile: value(certFileVariable),
@@ -35,7 +35,11 @@ public struct RedisTLSOptions: Sendable, Equatable {
         guard let url, url.tls else {
             if let name = variables.first(where: { value($0) != nil }) {
                 let what = url.map { "REDIS_URL is \($0.redacted), without TLS" } ?? "REDIS_URL is not set"
-                throw ConfigError(name, "set, but \(what); TLS settings apply only to a rediss:// or rediss-sentinel:// URL (use rediss://host:port, or rediss-sentinel://… for Sentinel, to connect over TLS, or remove the RELAY_REDIS_TLS_* variables)")
+                // The scheme with TLS of the form given (a cluster user told rediss:// would lose the cluster).
+                let fix = url?.cluster != nil ? "use rediss-cluster://host1:port,host2:port… to reach the cluster's nodes over TLS"
+                    : url?.sentinel != nil ? "use rediss-sentinel://… to connect over TLS"
+                    : "use rediss://host:port, or rediss-sentinel://… for Sentinel or rediss-cluster://… for Redis Cluster, to connect over TLS"
+                throw ConfigError(name, "set, but \(what); TLS settings apply only to a rediss://, rediss-sentinel:// or rediss-cluster:// URL (\(fix), or remove the RELAY_REDIS_TLS_* variables)")
             }
             return nil
         }

@@ -46,6 +46,15 @@ import Testing
         #expect(u.redacted == "rediss-cluster://relay:***@h1:6380,h2:6380")
         let c = try RelayConfig.parse(environment: ["REDIS_URL": "rediss-cluster://h1:6380", "RELAY_REDIS_TLS_SERVER_NAME": "redis.internal"], isRoot: false)
         #expect(c.redisTLS?.serverName == "redis.internal")
+        do {
+            _ = try RelayConfig.parse(environment: ["REDIS_URL": "redis-cluster://:secret@h1:6380", "RELAY_REDIS_TLS_CA_FILE": "/ca.pem"],
+                                      isRoot: false)
+            Issue.record("a TLS setting with redis-cluster:// was accepted")
+        } catch {
+            #expect(error.variable == "RELAY_REDIS_TLS_CA_FILE")
+            #expect(error.message.contains("without TLS") && error.message.contains("(use rediss-cluster://host1:port,host2:port…"))
+            #expect(!error.message.contains("secret"))
+        }
     }
 
     @Test func onlyDatabaseZero() throws {
