@@ -100,6 +100,7 @@ def assert_undiscovered_and_serving(relay):
     info = relay_info(relay.socket)
     assert info["redis_topology"] == "cluster" and info["redis_state"] == "degraded", info
     assert info["redis_cluster_slot_map_version"] == "0" and info["redis_cluster_masters_connected"] == "0", info
+    assert info["redis_last_error"].startswith("control connection to 127.0.0.1:"), info
     s = sub(relay.socket, "SUBSCRIBE", "tlsc:local")
     try:
         with Conn(relay.socket, timeout=5) as p:

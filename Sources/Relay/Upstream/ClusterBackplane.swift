@@ -393,6 +393,8 @@ final class ClusterBackplane: Backplane, BackplaneService {
         var status = home?.status ?? RedisLinkStatus.down(url: url.redacted, relayID: relayID)
         status.url = url.redacted
         status.topology = "cluster"
+        // Before a map is known the only connection is the control one: its failure is the news.
+        if topology == nil || home == nil { status.lastError = watcher.lastError }
         let all = links.values.map(\.status)
         status.forwarding = !all.isEmpty && all.allSatisfy(\.forwarding)
         status.counters = all.reduce(retired) { $0 + $1.counters }

@@ -34,6 +34,7 @@ final class ClusterWatcher: RedisConnectionDelegate {
     /// The node the control connection is open to.
     var controlNode: ClusterDiscovery.Endpoint? { discovery.controlNode }
     var answers: Int { discovery.answers }
+    var lastError: String { discovery.lastError }
     var requestedRefreshes: Int { discovery.requestedRefreshes }
 
     func start() {

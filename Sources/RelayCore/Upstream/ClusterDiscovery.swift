@@ -87,6 +87,8 @@ public struct ClusterDiscovery {
 
     /// Maps received, and asks made on request (not the periodic ones).
     public private(set) var answers = 0
+    /// Why the control connection last failed (empty while none has).
+    public private(set) var lastError = ""
     public private(set) var requestedRefreshes = 0
 
     public init(seeds: [Endpoint], username: String?, password: String?, clientName: String? = nil, tls: Bool, timeoutMilliseconds: Int,
@@ -240,6 +242,7 @@ public struct ClusterDiscovery {
     }
 
     private mutating func failed(_ endpoint: Endpoint, _ reason: String, now: UInt64) -> [Action] {
+        lastError = "control connection to \(endpoint): \(reason)"
         var actions: [Action] = [.close, .log(.warning, "redis cluster: control connection to \(endpoint) lost: \(reason)")]
         pending = []
         deadline = nil
