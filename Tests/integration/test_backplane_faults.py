@@ -148,6 +148,9 @@ def test_redis_kill9_twice_everything_resubscribed(fleet):
                 time.sleep(0.5)
         # -- messages flow end to end again: published on relay B, received on relay A
         wait_redis_state(b, "up", 10)
+        # B counts A's second client of k6:0:0 once A's state has answered B's hello (both
+        # subscribers reconnected and asked for the fleet's states again).
+        assert wait_until(lambda: relay_info(b.socket)["redis_fleet_relays_known"] == "1", 5), relay_info(b.socket)
         with Conn(b.socket) as p:
             for i in range(N_CONNS):
                 ch = "k6:%d:%d" % (i, (i * 7 + 1) % CH_PER_CONN)     # never k6:0:0 (the extra conn's)

@@ -801,15 +801,26 @@ def assert_traffic_ok(t: Traffic, result: dict, recoveries: list[float], what: s
         what, len(slow), len(recoveries), sorted(slow)[-5:], FLOW_BOUND)
 
 
-def test_reshard_during_traffic(cluster_factory, cluster_relays):
+@pytest.mark.parametrize("source", ["home", "other"])
+def test_reshard_during_traffic(cluster_factory, cluster_relays, source):
     """2 000 slots moved from one master to another (`redis-cli --cluster reshard`) while every
     relay publishes every 50 ms to 120 channels spread over the masters plus 60 in the moving
     slots: no app error or disconnect; each moved channel, in every subscription, flows again
-    within FLOW_BOUND of its slot leaving the source; losses only in those windows (counted)."""
+    within FLOW_BOUND of its slot leaving the source; losses only in those windows (counted).
+    `home`: the moved slots include the one of the fleet's keys ({pubsub-relay}, slot 12307), so
+    the fleet channel, the patterns and the books move too — and the channels of both masters
+    keep flowing meanwhile."""
     cluster = cluster_factory()
     relays = cluster_relays(cluster)
-    (src_id, src), (dst_id, dst) = cluster.masters()[0], cluster.masters()[1]
     owners = cluster.slot_map()
+    home_port = owners[cluster.slots_of([b"{pubsub-relay}"])[0]]
+    masters = cluster.masters()
+    if source == "home":
+        (src_id, src) = next(m for m in masters if m[1] == home_port)
+        assert cluster.slots_of([b"{pubsub-relay}"])[0] in sorted(s for s, p in owners.items() if p == src)[:RESHARD_SLOTS]
+    else:
+        (src_id, src) = next(m for m in masters if m[1] != home_port)
+    (dst_id, dst) = next(m for m in masters if m[1] != src)
     first = sorted(s for s, p in owners.items() if p == src)[:RESHARD_SLOTS]
     moving = set(first)
     candidates = [b"mv:%d" % i for i in range(4000)]

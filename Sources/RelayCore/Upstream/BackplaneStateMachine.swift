@@ -724,7 +724,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
             if reply.isError { fleetChannelUnavailable(reply, &actions) }
             for w in waiters { actions.append(.fill(w, nil)) }
         case .fleetSubscription:
-            if reply.isError {
+            if scope.isCluster, ClusterRedirect.asksToRetry(reply) {
+                // The home slot moved as it was being subscribed: the new home subscribes it.
+                if fleetChannel == .subscribing { fleetChannel = .off }
+                actions.append(.slotLost("the fleet channel's SSUBSCRIBE was answered \(String(reply.text.prefix(60)))"))
+            } else if reply.isError {
                 fleetChannelUnavailable(reply, &actions)
             } else {
                 fleetSubscribed(now, &actions)
@@ -1241,7 +1245,10 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
     /// The slot map changed: this master now serves `slots` (and is the home master or not).
     /// The names of slots it gained are subscribed here (their old master dropped them), and so
     /// are the ones Redis dropped unasked that it still serves; those of slots it lost are left
-    /// to their new master. A change of home starts both connections over, with the fleet's books.
+    /// to their new master. A change of home moves the fleet's part in place, on the open
+    /// connections (the channels of this master keep flowing): the new home subscribes the fleet
+    /// channel and the patterns (classic mode: the classic channels) and writes the books; the
+    /// old one unsubscribes them.
     public mutating func ownershipChanged(slots: [Bool], home: Bool, now: UInt64) -> [Action] {
         precondition(slots.count == ClusterSlot.count, "a slot map has \(ClusterSlot.count) slots")
         var actions: [Action] = []
@@ -1249,13 +1256,11 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         let homeChanged = scope.home != home
         scope.slots = slots
         scope.home = home
-        if homeChanged, sub.phase != .down || pub.phase != .down {
-            for role in Role.allCases {
-                linkFailed(role, "the home of the fleet's keys moved \(home ? "to" : "away from") this master", now, &actions, atOnce: true)
-            }
+        if homeChanged { homeMoved(now, &actions) }
+        guard sub.phase == .syncing || sub.phase == .ready, slots != old || !orphans.isEmpty else {
+            flushRun(now, &actions)
             return actions
         }
-        guard sub.phase == .syncing || sub.phase == .ready, slots != old || !orphans.isEmpty else { return actions }
         let (_, _, shard) = carriedNames()
         for name in shard {
             let slot = name.withUnsafeReadableBytes { ClusterSlot.of($0) }
@@ -1266,6 +1271,43 @@ public struct BackplaneStateMachine<Client: AnyObject, Waiter, Callback> {
         orphans = []
         flushRun(now, &actions)
         return actions
+    }
+
+    /// The home came to this master (`scope.home`) or left it; see `ownershipChanged`.
+    private mutating func homeMoved(_ now: UInt64, _ actions: inout [Action]) {
+        let subscriberUp = sub.phase == .syncing || sub.phase == .ready
+        let classic = scope.channelsSharded ? [] : Array(registry.activeChannels)
+        if scope.home {
+            actions.append(.log(.notice, "redis cluster: the fleet's keys, channel and patterns moved to this master", [("url", settings.shownURL)]))
+            if subscriberUp {
+                if fleetChannel == .off {
+                    fleetChannel = .subscribing
+                    send(.subscriber, [BackplaneCommandWords.ssubscribe, receivers.channel], .fleetSubscription, now, &actions)
+                }
+                for pattern in registry.patterns.keys where !ledger.isPending(.pattern, pattern) {
+                    queueSubscription(.pattern, pattern, subscribe: true, now, &actions)
+                }
+                for channel in classic where !ledger.isPending(.channel, channel) {
+                    queueSubscription(.channel, channel, subscribe: true, now, &actions)
+                }
+            }
+            if pub.phase == .ready {
+                rewriteFleetCounts(now, &actions)
+                sendFleetState(now, &actions)
+            }
+        } else {
+            actions.append(.log(.notice, "redis cluster: the fleet's keys, channel and patterns moved away from this master", [("url", settings.shownURL)]))
+            if subscriberUp {
+                for pattern in registry.patterns.keys { queueSubscription(.pattern, pattern, subscribe: false, now, &actions) }
+                for channel in classic { queueSubscription(.channel, channel, subscribe: false, now, &actions) }
+            }
+            // Its slot left with the home: Redis dropped the subscription (or answers -MOVED).
+            fleetChannel = .off
+            helloPending = false
+            receivers.forgetAll()
+            fleetWaiters.forEach { actions.append(.fill($0.waiter, nil)) }
+            fleetWaiters = []
+        }
     }
 
     /// Whether a pattern held anywhere in the fleet (here, or by a relay this one has heard of)
