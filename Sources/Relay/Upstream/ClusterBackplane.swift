@@ -176,6 +176,9 @@ final class ClusterBackplane: Backplane, BackplaneService {
                                                         home: master.id == home, channelsSharded: sharded,
                                                         namespace: Self.keyNamespace(config.namespace)))
             link.onStateChange = { [unowned self] in onStateChange?() }
+            // The other relays' receivers of a PUBLISH, as the home master's machine knows them
+            // (the home's own link counts from its machine, never through this).
+            link.remoteReceivers = { [unowned self] ch, shard, patterns in self.home?.remoteExtra(for: ch, sharded: shard, patterns: patterns) ?? 0 }
             link.onSlotLost = { [unowned self] reason in watcher.refresh(reason) }
             link.onRedirect = { [unowned self] publish in
                 redirectsFollowed += 1
@@ -303,8 +306,8 @@ final class ClusterBackplane: Backplane, BackplaneService {
         }
         // Pattern subscribers are reached by a classic PUBLISH as well (sharded mode only).
         let alsoClassic = !appSharded && sharded && (home?.fleetHoldsPattern(matching: channel) ?? true)
-        link.publish(channel: channel, payload: payload, appSharded: appSharded, sharded: appSharded || sharded, alsoClassic: alsoClassic, from: client,
-                     remote: { [unowned self] ch, shard, patterns in home?.remoteExtra(for: ch, sharded: shard, patterns: patterns) ?? 0 })
+        link.publish(channel: channel, payload: payload, appSharded: appSharded, sharded: appSharded || sharded, alsoClassic: alsoClassic,
+                     from: client)
     }
 
     func answer(_ query: PubSubQuery, for client: ClientConnection) -> Bool {

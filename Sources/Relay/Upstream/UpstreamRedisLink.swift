@@ -396,12 +396,11 @@ final class UpstreamRedisLink: Backplane, BackplaneService, RedisConnectionDeleg
     }
 
     /// A PUBLISH (`sharded`: as SPUBLISH) on this master; `alsoClassic`: followed by a classic
-    /// PUBLISH for the fleet's pattern subscribers; `remote` gives the other relays' receivers.
+    /// PUBLISH for the fleet's pattern subscribers.
     func publish(channel: ByteBuffer, payload: ByteBuffer, appSharded: Bool, sharded: Bool, alsoClassic: Bool,
-                 from client: ClientConnection, remote: @escaping (ByteBuffer, Bool, Bool) -> Int) {
+                 from client: ClientConnection) {
         let echoes = echoFrames(channel: channel, payload: payload, appSharded: appSharded, upstreamSharded: sharded, for: client)
         let slot = client.reserveReplySlot(echoes: echoes)
-        machine.remoteReceivers = remote
         run(machine.publish(channel: channel, payload: payload, sharded: sharded, from: client, waiter: (client, slot),
                             echo: !echoes.isEmpty, alsoClassic: alsoClassic, now: Self.now()))
     }
@@ -431,6 +430,13 @@ final class UpstreamRedisLink: Backplane, BackplaneService, RedisConnectionDeleg
     var nodeAddress: String { Self.show(cluster?.address ?? url.address) }
 
     var keyNamespace: String { machine.settings.namespace }
+
+    /// Redis Cluster, a master that is not home: the other relays' receivers of a PUBLISH, set
+    /// once by `ClusterBackplane`.
+    var remoteReceivers: ((ByteBuffer, Bool, Bool) -> Int)? {
+        get { machine.remoteReceivers }
+        set { machine.remoteReceivers = newValue }
+    }
 
     /// Whether the link was ever forwarding, and since when it is not (uptime ns).
     var hasBeenUp: Bool { machine.hasBeenUp }
