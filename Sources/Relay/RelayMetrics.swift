@@ -48,7 +48,7 @@ public final class RelayMetrics: Sendable {
         clusterMastersConnected = registry.makeGauge(name: p + "redis_cluster_masters_connected",
                                                      help: "Redis Cluster masters whose two connections are up and resubscribed.")
         clusterSlotMapVersion = registry.makeGauge(name: p + "redis_cluster_slot_map_version",
-                                                   help: "Slot maps that differed from the one before (1 after discovery).")
+                                                   help: "Slot maps whose routing (which master serves which slot, at which address) differed from the one before (1 after discovery).")
         counters = RelayCounterTable.all.map { d in
             (d, registry.makeCounter(name: d.metric, labels: d.labels.map { ($0.name, $0.value) }, help: d.help))
         }

@@ -153,8 +153,10 @@ final class ClusterBackplane: Backplane, BackplaneService {
 
     private func apply(_ new: ClusterTopology, from endpoint: ClusterDiscovery.Endpoint) {
         guard !stopped else { return }
-        if let old = topology, old == new {
-            // The same map: names Redis dropped meanwhile are subscribed again where they live.
+        if let old = topology, new.changedSlots(from: old).isEmpty {
+            // The same routing (a node's health may differ): names Redis dropped meanwhile are
+            // subscribed again where they live.
+            topology = new
             let home = new.master(forSlot: homeSlot)?.id
             for (id, link) in links { link.ownershipChanged(slots: new.ownedSlots(of: id), home: id == home) }
             resendRedirected()
@@ -165,14 +167,15 @@ final class ClusterBackplane: Backplane, BackplaneService {
         topology = new
         logger.log(level: first ? .info : .notice, "redis cluster: slot map \(first ? "discovered" : "changed")",
                    metadata: ["from": "\(endpoint)", "masters": "\(new.masters.count)", "complete": "\(new.isComplete)",
-                              "version": "\(slotMapVersion)"])
+                              "version": "\(slotMapVersion)",
+                              "unassigned": "\(new.unassignedSlots.map { "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ","))"])
         let home = new.master(forSlot: homeSlot)?.id
         // New masters get a link; every link learns what it owns now; masters gone are dropped
         // once their names have a new owner.
         for master in new.masters where links[master.id] == nil {
             let port = url.tls ? (master.tlsPort ?? master.port) : master.port
             let link = UpstreamRedisLink(url: url, config: config, state: state, eventLoop: eventLoop, relayID: relayID,
-                                         cluster: .init(address: .tcp(host: master.host, port: port), nodeID: master.id,
+                                         cluster: .init(address: .tcp(host: master.host, port: port),
                                                         home: master.id == home, channelsSharded: sharded,
                                                         namespace: Self.keyNamespace(config.namespace)))
             link.onStateChange = { [unowned self] in onStateChange?() }

@@ -35,7 +35,6 @@ final class ClusterWatcher: RedisConnectionDelegate {
     var controlNode: ClusterDiscovery.Endpoint? { discovery.controlNode }
     var answers: Int { discovery.answers }
     var lastError: String { discovery.lastError }
-    var requestedRefreshes: Int { discovery.requestedRefreshes }
 
     func start() {
         run(discovery.handle(.start(now: Self.now())))

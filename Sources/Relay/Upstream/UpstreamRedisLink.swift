@@ -47,7 +47,6 @@ final class UpstreamRedisLink: Backplane, BackplaneService, RedisConnectionDeleg
     /// One master of a Redis Cluster, as `ClusterBackplane` gives it to its link.
     struct ClusterNode {
         var address: RedisURL.Address
-        var nodeID: String
         var home: Bool
         var channelsSharded: Bool
         /// The fleet's keys and channel with the namespace as one hash tag.

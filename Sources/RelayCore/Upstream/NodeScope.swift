@@ -39,12 +39,4 @@ public struct NodeScope: Sendable, Equatable {
     public func upstreamKind(_ kind: SubscriptionKind) -> SubscriptionKind {
         kind == .channel && channelsSharded ? .shard : kind
     }
-
-    /// Whether this node carries an app subscription of `kind` to `name`.
-    public func carries(_ kind: SubscriptionKind, _ name: ByteBuffer) -> Bool {
-        switch upstreamKind(kind) {
-        case .pattern, .channel: return home
-        case .shard: return serves(name)
-        }
-    }
 }
