@@ -499,8 +499,11 @@ private func names(_ line: String) -> [String] { line.split(separator: " ").drop
         _ = h.add(TestClient(id: 1), "x", kind: .shard)
         _ = h.flush()
         _ = h.error(.subscriber, "MOVED 1234 10.0.0.2:7001")
+        // The slot is elsewhere now: nothing goes to this master for it…
         #expect(h.ownership(NodeScope.noSlots, home: false) == [])
-        #expect(h.ownership(NodeScope.noSlots, home: false) == [])
+        // …and when the slot comes back, the name is subscribed here again, once.
+        #expect(h.ownership(serving("x"), home: false) == ["sub: SSUBSCRIBE x"])
+        #expect(h.ownership(serving("x"), home: false) == [])
     }
 }
 
